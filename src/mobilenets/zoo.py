@@ -165,6 +165,7 @@ def create_model(
     bn_momentum: float | None = None,
     padding: str = "symmetric",
     output_stride: int = 32,
+    memory_format: str = "channels_last",
 ) -> MobileNet:
     """Build a registered model by name, e.g. ``create_model("mobilenet_v3_small_100", num_classes=5)``.
 
@@ -182,6 +183,7 @@ def create_model(
         bn_momentum=family.bn_momentum if bn_momentum is None else bn_momentum,
         padding=padding,
         output_stride=output_stride,
+        memory_format=memory_format,
     )
     model.variant = variant
     return model

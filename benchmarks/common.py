@@ -1,0 +1,84 @@
+"""Shared benchmark plumbing: machine metadata, interleaved paired timing, markdown results files.
+
+These machines are noisy and the host flips between a fast and a slow mode every 30-60 s, so compared
+runs are interleaved in short rounds (A, B, B, A, ...) and the reported figure is the median of the
+per-round ratios: both sides of a ratio ran within the same second.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import platform
+import statistics
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+RESULTS = Path(__file__).parent / "results"
+
+
+def machine() -> dict[str, str]:
+    import torch
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    info = {
+        "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "cpu": cpu,
+        "cores": str(os.cpu_count()),
+        "torch threads": str(torch.get_num_threads()),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+    }
+    try:
+        import torchvision
+
+        info["torchvision"] = torchvision.__version__
+    except ImportError:
+        pass
+    return info
+
+
+def interleaved(
+    fns: dict[str, Callable[[], object]], rounds: int = 7, iters: int = 5, warmup: int = 3
+) -> dict[str, list[float]]:
+    """Per-call seconds of each function: ``rounds`` rounds of ``iters`` calls, order alternating per round."""
+    for fn in fns.values():
+        for _ in range(warmup):
+            fn()
+    names = list(fns)
+    times: dict[str, list[float]] = {name: [] for name in names}
+    for r in range(rounds):
+        for name in names if r % 2 == 0 else reversed(names):
+            fn = fns[name]
+            start = time.perf_counter()
+            for _ in range(iters):
+                fn()
+            times[name].append((time.perf_counter() - start) / iters)
+    return times
+
+
+def paired_ratio(ours: list[float], theirs: list[float]) -> float:
+    """Median over rounds of ours / theirs (each pair ran back to back)."""
+    return statistics.median(a / b for a, b in zip(ours, theirs, strict=True))
+
+
+def ratio_spread(ours: list[float], theirs: list[float]) -> str:
+    """Quartiles of the per-round ratios, "q1-q3", to show how much the host's noise moved them."""
+    q1, _, q3 = statistics.quantiles([a / b for a, b in zip(ours, theirs, strict=True)], n=4)
+    return f"{q1:.2f}-{q3:.2f}"
+
+
+def write_results(name: str, title: str, body: str, info: dict[str, str]) -> Path:
+    RESULTS.mkdir(exist_ok=True)
+    path = RESULTS / f"{name}.md"
+    meta = "\n".join(f"- {k}: {v}" for k, v in info.items())
+    path.write_text(f"# {title}\n\n{meta}\n\n{body}\n")
+    return path
