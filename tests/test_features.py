@@ -64,3 +64,17 @@ def test_same_padding_changes_strided_layers_only():
     pads = [name for name, m in model.named_modules() if type(m).__name__ == "SamePad2d"]
     assert len(pads) == 5  # the stem and the four stride-2 depthwise convs
     assert model(torch.randn(1, 3, 96, 96)).shape == (1, 1000)
+
+
+def test_features_only_returns_the_selected_maps():
+    backbone = create_model(
+        "mobilenet_v3_large_100", features_only=True, out_indices=(3, 4), feature_location="expansion"
+    )
+    maps = backbone(torch.randn(1, 3, 128, 128))
+    assert [m.shape[1] for m in maps] == [672, 960] and [f.reduction for f in backbone.feature_info] == [
+        16,
+        32,
+    ]
+    assert not any(isinstance(m, torch.nn.Linear) for m in backbone.modules())
+    with pytest.raises(ValueError, match=r"out_indices \(7,\) out of range: this model has 5 feature maps"):
+        create_model("mobilenet_v2_100", features_only=True, out_indices=(7,))

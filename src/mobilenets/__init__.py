@@ -2,7 +2,7 @@
 
 from .blocks import DepthwiseSeparable, InvertedResidual
 from .layers import ConvBNAct, SqueezeExcite, hard_sigmoid, hard_swish, make_divisible
-from .model import FeatureInfo, MobileNet
+from .model import FeatureExtractor, FeatureInfo, MobileNet
 from .profile import Profile, profile_module
 from .zoo import FAMILIES, VARIANTS, Variant, create_model, get_variant, list_models
 
@@ -12,6 +12,7 @@ __all__ = [
     "ConvBNAct",
     "DepthwiseSeparable",
     "FAMILIES",
+    "FeatureExtractor",
     "FeatureInfo",
     "InvertedResidual",
     "MobileNet",

@@ -221,6 +221,32 @@ class MobileNet(nn.Module):
         return features
 
 
+class FeatureExtractor(nn.Module):
+    """A backbone whose forward returns the multi-scale maps (timm's ``features_only=True``).
+
+    ``out_indices`` picks entries of ``model.feature_info_for(location)``; the classifier, head and pooling
+    are dropped so they hold no memory.
+    """
+
+    def __init__(
+        self, model: MobileNet, out_indices: tuple[int, ...] | None = None, location: str = "bottleneck"
+    ):
+        super().__init__()
+        infos = model.feature_info_for(location)
+        self.out_indices = tuple(range(len(infos))) if out_indices is None else tuple(out_indices)
+        if any(not -len(infos) <= i < len(infos) for i in self.out_indices):
+            raise ValueError(
+                f"out_indices {self.out_indices} out of range: this model has {len(infos)} feature maps"
+            )
+        self.location = location
+        self.feature_info = [infos[i] for i in self.out_indices]
+        model.head, model.head_act, model.classifier = nn.Identity(), nn.Identity(), nn.Identity()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        return self.model.forward_intermediates(x, list(self.out_indices), self.location)
+
+
 def _contiguous_state_dict(module: nn.Module, state_dict: dict, prefix: str, local_metadata: dict) -> None:
     for key, value in state_dict.items():
         if isinstance(value, torch.Tensor) and not value.is_contiguous():

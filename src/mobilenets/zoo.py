@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 
-from .model import MobileNet
+from .model import FeatureExtractor, MobileNet
 from .scaling import NetworkPlan, plan_v1, plan_v2, plan_v3
 
 
@@ -166,11 +166,15 @@ def create_model(
     padding: str = "symmetric",
     output_stride: int = 32,
     memory_format: str = "channels_last",
-) -> MobileNet:
+    features_only: bool = False,
+    out_indices: tuple[int, ...] | None = None,
+    feature_location: str = "bottleneck",
+) -> MobileNet | FeatureExtractor:
     """Build a registered model by name, e.g. ``create_model("mobilenet_v3_small_100", num_classes=5)``.
 
     ``bn_eps`` / ``bn_momentum`` default to the family's (torchvision's) values; ``padding="same"`` and
-    ``bn_eps=1e-3`` match TensorFlow / Keras-trained weights.
+    ``bn_eps=1e-3`` match TensorFlow / Keras-trained weights. ``features_only=True`` returns a backbone
+    whose forward gives the multi-scale maps (``out_indices`` of ``feature_info_for(feature_location)``).
     """
     variant = get_variant(name)
     family = FAMILIES[variant.family]
@@ -186,4 +190,6 @@ def create_model(
         memory_format=memory_format,
     )
     model.variant = variant
+    if features_only:
+        return FeatureExtractor(model, out_indices, feature_location)
     return model
