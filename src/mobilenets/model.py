@@ -75,6 +75,10 @@ class MobileNet(nn.Module):
         plan = with_output_stride(plan, output_stride)
         self.plan = plan
         self.in_chans, self.num_classes, self.output_stride = in_chans, num_classes, output_stride
+        self.dropout_rate, self.bn_eps, self.bn_momentum, self.padding = dropout, bn_eps, bn_momentum, padding
+        self.arch: str | None = None  # the registry name, set by create_model; checkpoints record it
+        self.class_names: list[str] | None = None  # set when weights come with class names
+        self.preprocessing = None  # a mobilenets.preprocessing.Preprocessing, set with weights
         norm = dict(padding=padding, bn_eps=bn_eps, bn_momentum=bn_momentum)
 
         stem = plan.stem
@@ -103,6 +107,20 @@ class MobileNet(nn.Module):
         self.to(memory_format=MEMORY_FORMATS[memory_format])
         # Serializers (safetensors, ONNX initialisers) expect dense row-major tensors.
         self.register_state_dict_post_hook(_contiguous_state_dict)
+
+    @property
+    def config(self) -> dict:
+        """What rebuilds this network: the registry name and the options of create_model."""
+        return {
+            "arch": self.arch,
+            "num_classes": self.num_classes,
+            "in_chans": self.in_chans,
+            "dropout": self.dropout_rate,
+            "bn_eps": self.bn_eps,
+            "bn_momentum": self.bn_momentum,
+            "padding": self.padding,
+            "output_stride": self.output_stride,
+        }
 
     # -- initialisation -------------------------------------------------------------------------------
     def reset_parameters(self) -> None:

@@ -189,7 +189,7 @@ def create_model(
         output_stride=output_stride,
         memory_format=memory_format,
     )
-    model.variant = variant
+    model.variant, model.arch = variant, name
     if features_only:
         return FeatureExtractor(model, out_indices, feature_location)
     return model

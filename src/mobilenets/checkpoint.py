@@ -1,0 +1,181 @@
+"""The native checkpoint: safetensors tensors plus JSON metadata, written atomically, loaded with checks.
+
+Metadata (all JSON strings, as safetensors stores ``dict[str, str]``):
+
+- ``format``: ``mobilenets.checkpoint/1``
+- ``config``: the architecture name and the options of ``create_model`` (width via the name, num_classes,
+  in_chans, padding, bn_eps, bn_momentum, dropout, output_stride)
+- ``class_names``: a list, or null
+- ``preprocessing``: resize, crop, interpolation, mean, std (:class:`~mobilenets.preprocessing.Preprocessing`)
+- ``provenance``: where the weights came from (source, file, sha256, converter), free-form
+
+No pickle is ever read: safetensors holds plain tensors only.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from .preprocessing import Preprocessing
+
+FORMAT = "mobilenets.checkpoint/1"
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be read, or does not fit the model it is loaded into."""
+
+
+def atomic_write(path: Path, write) -> None:
+    """Call ``write(tmp_path)`` then rename over ``path``, so a crash never leaves a half-written file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def save(
+    model: nn.Module,
+    path: str | os.PathLike,
+    *,
+    class_names: list[str] | None = None,
+    preprocessing: Preprocessing | None = None,
+    provenance: dict | None = None,
+    extra: dict | None = None,
+) -> Path:
+    """Write ``model`` (made by ``create_model``) as a native checkpoint; returns the path.
+
+    ``class_names`` / ``preprocessing`` default to the model's own (set when it was loaded or converted).
+    """
+    config = getattr(model, "config", None)
+    if not config or not config.get("arch"):
+        raise CheckpointError(
+            "save() needs a model made by mobilenets.create_model (it records the architecture)"
+        )
+    class_names = class_names if class_names is not None else model.class_names
+    if class_names is not None and len(class_names) != config["num_classes"]:
+        raise CheckpointError(
+            f"{len(class_names)} class names for a model with {config['num_classes']} classes"
+        )
+    preprocessing = preprocessing or model.preprocessing or Preprocessing()
+    metadata = {
+        "format": FORMAT,
+        "config": json.dumps(config),
+        "class_names": json.dumps(list(class_names) if class_names is not None else None),
+        "preprocessing": json.dumps(preprocessing.to_dict()),
+        "provenance": json.dumps(provenance or {}),
+        "extra": json.dumps(extra or {}),
+    }
+    tensors = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
+    path = Path(path)
+    atomic_write(path, lambda tmp: save_file(tensors, str(tmp), metadata=metadata))
+    return path
+
+
+def read(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict]:
+    """The tensors and decoded metadata of a native checkpoint, or a CheckpointError naming the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint {path} does not exist")
+    try:
+        tensors = load_file(str(path))
+        from safetensors import safe_open
+
+        with safe_open(str(path), "pt") as handle:
+            raw = handle.metadata() or {}
+    except (SafetensorError, OSError, RuntimeError) as error:
+        raise CheckpointError(
+            f"{path} is not a readable safetensors file (truncated or corrupt?): {error}"
+        ) from error
+    if raw.get("format") != FORMAT:
+        raise CheckpointError(
+            f"{path} is a safetensors file but not a mobilenets checkpoint (metadata format="
+            f"{raw.get('format')!r}, expected {FORMAT!r}); convert foreign weights with `mobilenets convert`"
+        )
+    try:
+        metadata = {key: json.loads(value) for key, value in raw.items() if key != "format"}
+    except json.JSONDecodeError as error:
+        raise CheckpointError(f"{path}: corrupt metadata: {error}") from error
+    return tensors, metadata
+
+
+def check_state_dict(model: nn.Module, state: dict[str, torch.Tensor], source: str, limit: int = 5) -> None:
+    """Raise a CheckpointError naming the first missing, unexpected and mis-shaped tensors."""
+    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    got = {k: tuple(v.shape) for k, v in state.items()}
+    missing = [k for k in expected if k not in got]
+    unexpected = [k for k in got if k not in expected]
+    shapes = [
+        f"{k}: checkpoint {got[k]} vs model {expected[k]}"
+        for k in expected
+        if k in got and got[k] != expected[k]
+    ]
+    if missing or unexpected or shapes:
+        arch = getattr(model, "arch", None) or type(model).__name__
+        parts = []
+        if shapes:
+            parts.append(f"{len(shapes)} shape mismatches, first: " + "; ".join(shapes[:limit]))
+        if missing:
+            parts.append(f"{len(missing)} missing keys, first: {', '.join(missing[:limit])}")
+        if unexpected:
+            parts.append(f"{len(unexpected)} unexpected keys, first: {', '.join(unexpected[:limit])}")
+        raise CheckpointError(f"{source} does not fit {arch}: " + " | ".join(parts))
+
+
+def load_into(
+    model: nn.Module, state: dict[str, torch.Tensor], source: str, reset_classifier: bool = False
+) -> nn.Module:
+    """Load ``state`` into ``model``; with ``reset_classifier`` a classifier of another size is left fresh."""
+    if reset_classifier:
+        fresh = {k: v for k, v in model.state_dict().items() if k.startswith("classifier.")}
+        state = {k: v for k, v in state.items() if not k.startswith("classifier.")} | fresh
+    check_state_dict(model, state, source)
+    model.load_state_dict(state)
+    return model
+
+
+def load(
+    path: str | os.PathLike,
+    *,
+    num_classes: int | None = None,
+    reset_classifier: bool = False,
+    **overrides,
+):
+    """Rebuild the model a native checkpoint describes and load it; returns ``(model, transform)``.
+
+    ``num_classes`` different from the checkpoint's is an error unless ``reset_classifier=True``, which
+    keeps the backbone and gives a freshly initialised classifier (fine-tuning). ``overrides`` go to
+    ``create_model`` (for example ``dropout`` or ``memory_format``).
+    """
+    from .zoo import create_model
+
+    tensors, metadata = read(path)
+    config = dict(metadata["config"])
+    arch = config.pop("arch")
+    saved_classes = config["num_classes"]
+    class_names = metadata.get("class_names")
+    if num_classes is not None and num_classes != saved_classes:
+        if not reset_classifier:
+            raise CheckpointError(
+                f"{path} has a {saved_classes}-class classifier, not {num_classes}; pass reset_classifier=True "
+                f"(CLI: --reset-classifier) to keep the backbone and train a new {num_classes}-class classifier"
+            )
+        config["num_classes"], class_names = num_classes, None
+    config.update(overrides)
+    model = create_model(arch, **config)
+    load_into(model, tensors, str(path), reset_classifier=reset_classifier)
+    model.class_names = class_names
+    model.preprocessing = Preprocessing.from_dict(metadata.get("preprocessing") or {})
+    model.provenance = metadata.get("provenance") or {}
+    return model, model.preprocessing.transform()
