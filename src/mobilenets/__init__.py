@@ -1,6 +1,8 @@
 """mobilenets: MobileNet V1, V2 and V3 built from the papers' tables, with their numbers."""
 
 from .blocks import DepthwiseSeparable, InvertedResidual
+from .checkpoint import load, save
+from .convert import convert
 from .layers import ConvBNAct, SqueezeExcite, hard_sigmoid, hard_swish, make_divisible
 from .model import FeatureExtractor, FeatureInfo, MobileNet
 from .profile import Profile, profile_module
@@ -25,6 +27,9 @@ __all__ = [
     "hard_sigmoid",
     "hard_swish",
     "list_models",
+    "load",
+    "save",
+    "convert",
     "make_divisible",
     "profile_module",
 ]

@@ -74,6 +74,23 @@ def cmd_models(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_convert(args: argparse.Namespace) -> int:
+    from .checkpoint import save
+    from .convert import convert
+
+    options = {k: v for k, v in (("padding", args.padding), ("bn_eps", args.bn_eps)) if v is not None}
+    result = convert(args.src, args.source, args.arch, **options)
+    path = save(result.model, args.output, provenance=result.provenance)
+    model = result.model
+    pre = model.preprocessing
+    print(
+        f"wrote {path}: {model.arch}, {model.num_classes} classes, padding={model.padding}, bn_eps={model.bn_eps}, "
+        f"input mean={pre.mean} std={pre.std}"
+        + (" (dropped the background class)" if result.provenance.get("dropped_background_class") else "")
+    )
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mobilenets", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -101,6 +118,25 @@ def build_parser() -> argparse.ArgumentParser:
     )
     profile.set_defaults(func=cmd_profile)
 
+    convert = commands.add_parser(
+        "convert",
+        help="convert torchvision / timm / Keras weights into a native .safetensors checkpoint",
+        description="Convert weights into our definition; the logits match the source model's.",
+    )
+    convert.add_argument(
+        "src", help="weights file: .pth/.pt/.bin/.safetensors (torch), .h5/.keras/.weights.h5 (Keras)"
+    )
+    convert.add_argument("--from", dest="source", required=True, choices=["torchvision", "timm", "keras"])
+    convert.add_argument(
+        "--arch",
+        required=True,
+        help="our model name, or the source's (mobilenet_v3_large, tf_mobilenetv3_small_100)",
+    )
+    convert.add_argument("-o", "--output", required=True, help="the .safetensors file to write")
+    convert.add_argument("--padding", choices=["symmetric", "same"], help="override the source's padding")
+    convert.add_argument("--bn-eps", type=float, help="override the source's BatchNorm epsilon")
+    convert.set_defaults(func=cmd_convert)
+
     models = commands.add_parser("models", help="the registered variants with their params, MAdds and top-1")
     models.add_argument("--resolution", type=_positive_int, default=224)
     models.add_argument("--json", action="store_true")
@@ -113,7 +149,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return args.func(args)
-    except (ValueError, FileNotFoundError) as error:
+    except (ValueError, FileNotFoundError) as error:  # CheckpointError is a ValueError
         print(f"mobilenets {args.command}: error: {error}", file=sys.stderr)
         return 2
 

@@ -353,7 +353,7 @@ def read_keras_weights(path: Path) -> dict[str, list[np.ndarray]]:
             f"{path} is not a readable Keras weights file (truncated or corrupt?): {error}"
         ) from error
     with handle:
-        root = handle["model_weights"] if "model_weights" in handle else handle
+        root = handle.get("model_weights", handle)
         if "layer_names" in root.attrs:  # legacy h5: Keras Applications' files, model.save("x.h5")
             layers = {}
             for name in root.attrs["layer_names"]:
@@ -500,7 +500,7 @@ def convert(
     preprocessing = preprocessing or spec.preprocessing
     build = {**spec.options, **options}
 
-    probe = create_model(spec.arch, memory_format="contiguous", **build)
+    probe = create_model(spec.arch, **build)
     names = {"torchvision": torchvision_names, "keras": keras_names}.get(source)
     source_names = names(probe) if names else timm_names(probe, list(state))
     classifier_name = source_names[-1]

@@ -169,13 +169,37 @@ def create_model(
     features_only: bool = False,
     out_indices: tuple[int, ...] | None = None,
     feature_location: str = "bottleneck",
+    weights: str | None = None,
+    reset_classifier: bool = False,
 ) -> MobileNet | FeatureExtractor:
     """Build a registered model by name, e.g. ``create_model("mobilenet_v3_small_100", num_classes=5)``.
 
     ``bn_eps`` / ``bn_momentum`` default to the family's (torchvision's) values; ``padding="same"`` and
     ``bn_eps=1e-3`` match TensorFlow / Keras-trained weights. ``features_only=True`` returns a backbone
     whose forward gives the multi-scale maps (``out_indices`` of ``feature_info_for(feature_location)``).
+
+    ``weights``: "torchvision" or "keras" (ImageNet weights through the torch.hub cache, see
+    :mod:`mobilenets.hub`), or the path of a native checkpoint for this architecture. With weights, a
+    ``num_classes`` other than theirs needs ``reset_classifier=True`` (keeps the backbone, new classifier).
     """
+    if weights is not None:
+        return _with_weights(
+            name,
+            weights,
+            num_classes=num_classes,
+            reset_classifier=reset_classifier,
+            features_only=features_only,
+            out_indices=out_indices,
+            feature_location=feature_location,
+            options=dict(
+                in_chans=in_chans,
+                dropout=dropout,
+                output_stride=output_stride,
+                memory_format=memory_format,
+                **({"bn_eps": bn_eps} if bn_eps is not None else {}),
+                **({"bn_momentum": bn_momentum} if bn_momentum is not None else {}),
+            ),
+        )
     variant = get_variant(name)
     family = FAMILIES[variant.family]
     model = MobileNet(
@@ -190,6 +214,48 @@ def create_model(
         memory_format=memory_format,
     )
     model.variant, model.arch = variant, name
+    if features_only:
+        return FeatureExtractor(model, out_indices, feature_location)
+    return model
+
+
+def _with_weights(
+    name, weights, *, num_classes, reset_classifier, features_only, out_indices, feature_location, options
+):
+    from pathlib import Path
+
+    from .checkpoint import CheckpointError, load, read
+    from .hub import PRETRAINED, load_pretrained
+
+    get_variant(name)
+    if weights in PRETRAINED:
+        if options.get("in_chans", 3) != 3:
+            raise ValueError(
+                f"{weights} ImageNet weights are for 3-channel RGB input, not in_chans={options['in_chans']}"
+            )
+        options.pop("in_chans", None)
+        model = load_pretrained(name, weights, **options)
+        if num_classes != model.num_classes:
+            if not reset_classifier:
+                raise CheckpointError(
+                    f"{weights} weights have {model.num_classes} classes, not {num_classes}; pass "
+                    "reset_classifier=True to keep the backbone and train a new classifier"
+                )
+            model.reset_classifier(num_classes)
+            model.class_names = None
+    elif Path(str(weights)).suffix == ".safetensors" or Path(str(weights)).exists():
+        _, metadata = read(weights)
+        saved = metadata["config"]["arch"]
+        if saved != name:
+            raise CheckpointError(
+                f"{weights} holds {saved} weights, not {name}: create_model({saved!r}, weights=...)"
+            )
+        model, _ = load(weights, num_classes=num_classes, reset_classifier=reset_classifier, **options)
+    else:
+        raise ValueError(
+            f"weights={weights!r}: use 'torchvision', 'keras', or the path of a .safetensors checkpoint "
+            "(convert other files with `mobilenets convert`)"
+        )
     if features_only:
         return FeatureExtractor(model, out_indices, feature_location)
     return model
