@@ -96,3 +96,30 @@ def test_fine_tuning_from_pretrained_needs_reset_classifier(cache):
         "mobilenet_v2_100", weights="torchvision", num_classes=4, reset_classifier=True
     )
     assert model.classifier.out_features == 4 and model.class_names is None
+
+
+def test_timm_weights_are_checked_against_the_hubs_sha256(tmp_path, monkeypatch):
+    timm = pytest.importorskip("timm")
+    from safetensors.torch import save_file
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    reference = randomize_batchnorm(timm.create_model("mobilenetv3_small_100").eval(), seed=8)
+    payload = tmp_path / "payload.safetensors"
+    save_file({k: v.contiguous() for k, v in reference.state_dict().items()}, str(payload))
+    digest = hashlib.sha256(payload.read_bytes()).hexdigest()
+    monkeypatch.setattr(hub, "hub_sha256", lambda url: digest)
+    calls = []
+
+    def fake_download(url, dst, hash_prefix=None, progress=True):
+        calls.append((url, hash_prefix))
+        (tmp_path / "hub" / "checkpoints" / dst.rsplit("/", 1)[-1]).write_bytes(payload.read_bytes())
+
+    monkeypatch.setattr(torch.hub, "download_url_to_file", fake_download)
+    model = mobilenets.create_model("mobilenet_v3_small_100", weights="timm").eval()
+    assert calls == [
+        ("https://huggingface.co/timm/mobilenetv3_small_100.lamb_in1k/resolve/main/model.safetensors", digest)
+    ]
+    assert model.preprocessing.interpolation == "bicubic" and model.bn_eps == 1e-5
+    x = structured_inputs(2, 224)
+    with torch.no_grad():
+        assert relative_max_diff(model(x), reference(x)) < 1e-4

@@ -2,11 +2,11 @@
 
 ``create_model("mobilenet_v3_large_100", weights="torchvision")`` downloads torchvision's file into
 ``torch.hub.get_dir()/checkpoints`` (or loads it from there when it is already cached) and converts it;
-``weights="keras"`` does the same with the Keras Applications V3 files (TF-trained, [-1, 1] inputs).
-Nothing is downloaded by tests: they place a file in the cache.
-
-timm's weights live on the Hugging Face Hub without a hash this package could pin; convert a timm model
-or file you have with :func:`mobilenets.convert.convert` instead.
+``weights="keras"`` does the same with the Keras Applications V3 files (TF-trained, [-1, 1] inputs), and
+``weights="timm"`` with timm's safetensors files on the Hugging Face Hub. Hashes: torchvision's file
+names carry their sha256 prefix, Keras publishes md5s, and the Hub publishes each file's sha256 (the
+``X-Linked-Etag`` header), which the download is checked against. Nothing is downloaded by tests: they
+place a file in the cache.
 """
 
 from __future__ import annotations
@@ -40,7 +40,21 @@ TORCHVISION_WEIGHTS = {
     "mobilenet_v3_large_100": ("MobileNet_V3_Large_Weights", "mobilenet_v3_large"),
     "mobilenet_v3_small_100": ("MobileNet_V3_Small_Weights", "mobilenet_v3_small"),
 }
-PRETRAINED = {"torchvision": TORCHVISION_WEIGHTS, "keras": KERAS_V3_MD5}
+# Our variant -> timm's pretrained "name.tag" (its default ImageNet-1k weights for that architecture).
+TIMM_WEIGHTS = {
+    "mobilenet_v1_100": "mobilenetv1_100.ra4_e3600_r224_in1k",
+    "mobilenet_v2_050": "mobilenetv2_050.lamb_in1k",
+    "mobilenet_v2_100": "mobilenetv2_100.ra_in1k",
+    "mobilenet_v2_140": "mobilenetv2_140.ra_in1k",
+    "mobilenet_v3_large_075": "tf_mobilenetv3_large_075.in1k",
+    "mobilenet_v3_large_100": "mobilenetv3_large_100.ra_in1k",
+    "mobilenet_v3_small_075": "mobilenetv3_small_075.lamb_in1k",
+    "mobilenet_v3_small_100": "mobilenetv3_small_100.lamb_in1k",
+    "mobilenet_v3_large_minimal_100": "tf_mobilenetv3_large_minimal_100.in1k",
+    "mobilenet_v3_small_minimal_100": "tf_mobilenetv3_small_minimal_100.in1k",
+}
+HF_URL = "https://huggingface.co/timm/{}/resolve/main/model.safetensors"
+PRETRAINED = {"torchvision": TORCHVISION_WEIGHTS, "keras": KERAS_V3_MD5, "timm": TIMM_WEIGHTS}
 
 
 @dataclass(frozen=True)
@@ -48,6 +62,7 @@ class HubFile:
     url: str
     file_name: str
     md5: str | None  # Keras' published hash; torchvision's is the sha256 prefix in its file name
+    hub_sha256: bool = False  # True: check against the sha256 the Hugging Face Hub publishes
 
 
 def available(source: str) -> list[str]:
@@ -63,6 +78,9 @@ def hub_file(arch: str, source: str) -> HubFile:
         raise ValueError(
             f"no {source} ImageNet weights for {arch}; {source} has: {', '.join(available(source))}"
         )
+    if source == "timm":
+        name = TIMM_WEIGHTS[arch]
+        return HubFile(HF_URL.format(name), f"timm--{name}.safetensors", None, hub_sha256=True)
     if source == "keras":
         name, md5 = KERAS_V3_MD5[arch]
         file_name = f"weights_mobilenet_v3_{name}.h5"
@@ -90,10 +108,34 @@ def _md5(path: Path) -> str:
     return digest.hexdigest()
 
 
+def hub_sha256(url: str) -> str:
+    """The sha256 the Hugging Face Hub publishes for an LFS file: the X-Linked-Etag of its redirect."""
+    import urllib.error
+    import urllib.request
+
+    class NoRedirect(urllib.request.HTTPRedirectHandler):
+        def redirect_request(self, *args, **kwargs):
+            return None
+
+    request = urllib.request.Request(url, method="HEAD")
+    try:
+        headers = urllib.request.build_opener(NoRedirect).open(request, timeout=60).headers
+    except urllib.error.HTTPError as response:  # the 302 itself carries the header
+        headers = response.headers
+    etag = (headers.get("X-Linked-Etag") or headers.get("ETag") or "").strip('"')
+    if len(etag) != 64:
+        raise ValueError(f"{url}: the hub published no sha256 to check the download against")
+    return etag
+
+
 def fetch(file: HubFile, progress: bool = True) -> Path:
     """The cached file, downloading it first if needed; a hash mismatch deletes it and raises."""
     path = cache_path(file)
-    if not path.exists():
+    if not path.exists() and file.hub_sha256:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        expected = hub_sha256(file.url)
+        torch.hub.download_url_to_file(file.url, str(path), hash_prefix=expected, progress=progress)
+    elif not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
         # torchvision's file names carry the sha256 prefix, which download_url_to_file checks.
         prefix = None if file.md5 else file.file_name.rsplit("-", 1)[-1].split(".")[0]
@@ -110,7 +152,8 @@ def load_pretrained(arch: str, source: str, **options):
 
     file = hub_file(arch, source)
     path = fetch(file)
-    result = convert(path, source, arch, **options)
+    source_arch = TIMM_WEIGHTS[arch] if source == "timm" else arch
+    result = convert(path, source, source_arch, **options)
     model = result.model
     if source == "torchvision":
         weights = _torchvision_weights(arch)
