@@ -13,9 +13,7 @@ $(STAMP): pyproject.toml constraints.txt
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/mobilenets profile
-	@echo
-	$(BIN)/mobilenets models
+	$(BIN)/mobilenets demo --out runs/demo
 
 test: $(STAMP)
 	KERAS_BACKEND=torch $(BIN)/python -m pytest -q
@@ -23,6 +21,7 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/eager.py
+	$(BIN)/python benchmarks/train.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks

@@ -103,6 +103,8 @@ def read(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict]:
             f"{path} is a safetensors file but not a mobilenets checkpoint (metadata format="
             f"{raw.get('format')!r}, expected {FORMAT!r}); convert foreign weights with `mobilenets convert`"
         )
+    # Run checkpoints (last.safetensors) also carry the optimizer and EMA under train/ for resuming.
+    tensors = {k: v for k, v in tensors.items() if not k.startswith("train/")}
     try:
         metadata = {key: json.loads(value) for key, value in raw.items() if key != "format"}
     except json.JSONDecodeError as error:
