@@ -12,6 +12,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from mobilenets import demo
 from mobilenets.train import GlobalBatchSampler, RunFiles, TrainConfig, config_from_recipe, fit, lr_at
 
 TINY = dict(
@@ -151,8 +152,6 @@ def test_run_folder_has_checkpoints_metrics_curves_and_report(tiny_run):
 
 
 def test_a_bad_file_is_skipped_reported_and_the_run_finishes(tmp_path):
-    from mobilenets import demo
-
     root = demo.write_dataset(tmp_path / "data", train_per_class=3, val_per_class=1, size=48)
     (root / "train" / "star" / "broken.jpg").write_bytes(b"\xff\xd8\xff garbage")
     (root / "train" / "star" / "empty.png").write_bytes(b"")
@@ -211,3 +210,33 @@ def test_frozen_backbone_trains_only_the_classifier(tmp_path):
     torch.testing.assert_close(trained.stem.conv.weight, fresh.stem.conv.weight)
     torch.testing.assert_close(trained.stem.bn.running_mean, fresh.stem.bn.running_mean)
     assert not torch.equal(trained.classifier.weight, fresh.classifier.weight)
+
+
+def test_ema_weights_are_deployed_and_resume_exactly(tmp_path, monkeypatch):
+    import mobilenets.train as train_module
+
+    settings = {**TINY, "epochs": 2, "ema_decay": 0.5}
+    fit(config_from_recipe("scratch", data="demo", out=str(tmp_path / "a"), **settings), progress=False)
+    plot = train_module._plot_curves
+    calls = []
+
+    def interrupt_after_first_epoch(history, path):
+        plot(history, path)
+        calls.append(1)
+        if len(calls) == 1:
+            raise KeyboardInterrupt  # after the epoch-0 checkpoint is on disk
+
+    monkeypatch.setattr(train_module, "_plot_curves", interrupt_after_first_epoch)
+    config = config_from_recipe("scratch", data="demo", out=str(tmp_path / "b"), **settings)
+    with pytest.raises(KeyboardInterrupt):
+        fit(config, progress=False)
+    fit(config, resume=True, progress=False)
+    expected, got = (
+        load_file(str(tmp_path / "a" / "last.safetensors")),
+        load_file(str(tmp_path / "b" / "last.safetensors")),
+    )
+    assert expected.keys() == got.keys()
+    assert int(got["train/ema/n_averaged"]) == 2 * len(demo.CLASSES) * 4 // TINY["batch_size"]
+    assert all(torch.equal(expected[k], got[k]) for k in expected)
+    # The deployable weights are the EMA's, not the raw training weights.
+    assert not torch.equal(got["stem.conv.weight"], got["train/model/stem.conv.weight"])

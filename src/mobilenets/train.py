@@ -544,7 +544,8 @@ def fit(config: TrainConfig, resume: bool = False, progress: bool = True) -> Fit
         optimizer_from_flat(optimizer, train_tensors, scalars["optimizer"])
         if ema is not None:
             ema.load_state_dict(
-                {k.removeprefix("ema/"): v for k, v in train_tensors.items() if k.startswith("ema/")}
+                {f"module.{k}": v for k, v in deployed_tensors.items()}
+                | {"n_averaged": train_tensors["ema/n_averaged"]}
             )
         start_epoch, step, best = scalars["epoch"] + 1, scalars["step"], scalars["best_top1"]
         if scalars.get("scaler"):
@@ -635,9 +636,9 @@ def fit(config: TrainConfig, resume: bool = False, progress: bool = True) -> Fit
             best = max(best, top1)
             opt_tensors, opt_meta = optimizer_to_flat(optimizer)
             train_tensors = dict(opt_tensors)
-            if ema is not None:  # the deployable weights are the EMA's; keep the raw ones to resume
+            if ema is not None:  # the deployable weights are the EMA's; keep the raw ones and its count
                 train_tensors |= {f"model/{k}": v for k, v in model.state_dict().items()}
-                train_tensors |= {f"ema/{k}": v for k, v in ema.state_dict().items()}
+                train_tensors["ema/n_averaged"] = ema.n_averaged
             scalars = {
                 "epoch": epoch,
                 "step": step,
