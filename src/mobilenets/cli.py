@@ -209,6 +209,32 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return run_demo(args.out, epochs=args.epochs, quiet=args.quiet)
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    if args.format == "executorch":
+        from .executorch_export import export_executorch
+
+        report = export_executorch(args.source, args.output, quantize=args.int8, resolution=args.resolution)
+        print(f"wrote {report.path}: {report.summary}")
+        return 0
+    from .export import export_onnx
+
+    report = export_onnx(
+        args.source,
+        args.output,
+        resolution=args.resolution,
+        opset=args.opset,
+        dynamic_batch=not args.static_batch,
+    )
+    ops = ", ".join(f"{op} {n}" for op, n in sorted(report.op_types.items(), key=lambda kv: -kv[1]))
+    print(f"wrote {report.path} (opset {report.opset}, {report.resolution}x{report.resolution}, BN folded)")
+    print(
+        f"checked with ONNX Runtime: max difference {report.max_abs_diff:.2e} "
+        f"({report.relative_diff:.2e} of the largest logit; limit 1e-4)"
+    )
+    print(f"ops: {ops}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mobilenets", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -322,6 +348,24 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--epochs", type=_positive_int)
     demo.add_argument("--quiet", action="store_true")
     demo.set_defaults(func=cmd_demo)
+
+    export = commands.add_parser(
+        "export",
+        help="export to ONNX (checked against PyTorch with ONNX Runtime) or ExecuTorch",
+        description="Export a checkpoint, run folder or registered model. Every ONNX export is verified.",
+    )
+    export.add_argument("source", metavar="CKPT|RUN|MODEL")
+    export.add_argument("-o", "--output", required=True)
+    export.add_argument("--format", choices=["onnx", "executorch"], default="onnx")
+    export.add_argument(
+        "--resolution", type=_positive_int, help="input size (default: the checkpoint's crop)"
+    )
+    export.add_argument("--opset", type=int, default=18)
+    export.add_argument(
+        "--static-batch", action="store_true", help="fix the batch size to 2 (default: dynamic)"
+    )
+    export.add_argument("--int8", action="store_true", help="ExecuTorch: quantize with the XNNPACK quantizer")
+    export.set_defaults(func=cmd_export)
 
     models = commands.add_parser("models", help="the registered variants with their params, MAdds and top-1")
     models.add_argument("--resolution", type=_positive_int, default=224)

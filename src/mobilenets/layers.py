@@ -80,8 +80,11 @@ class SamePad2d(nn.Module):
         self.kernel_size, self.stride, self.dilation = kernel_size, stride, dilation
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        top, bottom = same_padding(x.shape[-2], self.kernel_size, self.stride, self.dilation)
-        left, right = same_padding(x.shape[-1], self.kernel_size, self.stride, self.dilation)
+        # int(): an exported graph has fixed height and width, so the pads become constants of one Pad op
+        # instead of a chain of shape arithmetic every runtime would have to support.
+        height, width = int(x.shape[-2]), int(x.shape[-1])
+        top, bottom = same_padding(height, self.kernel_size, self.stride, self.dilation)
+        left, right = same_padding(width, self.kernel_size, self.stride, self.dilation)
         return F.pad(x, (left, right, top, bottom))
 
     def extra_repr(self) -> str:
