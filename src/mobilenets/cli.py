@@ -235,6 +235,35 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_quantize(args: argparse.Namespace) -> int:
+    from .quantize import quantize
+
+    keep = tuple({"se": "/se/", "head": "/head/"}.get(part, part) for part in args.keep_float)
+    report = quantize(
+        args.model,
+        args.output,
+        args.calibration,
+        method=args.method,
+        per_channel=not args.per_tensor,
+        keep_float=keep,
+        max_images=args.max_images,
+        labelled=args.labelled,
+    )
+    print(
+        f"wrote {report.path}: int8 QDQ, calibrated on {report.calibration_images} images ({args.method})"
+        + (f", {len(report.kept_float)} nodes kept in float" if report.kept_float else "")
+    )
+    print(f"top-1 agreement with fp32 on the calibration images: {report.agreement:.2%}")
+    if report.int8_top1 is not None:
+        print(
+            f"on {report.labelled_images} labelled images: fp32 top-1 {report.fp32_top1:.2%}, int8 top-1 "
+            f"{report.int8_top1:.2%}, agreement {report.labelled_agreement:.2%}"
+        )
+    for message in report.bad_files[:10]:
+        print(f"skipped {message}", file=sys.stderr)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mobilenets", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -366,6 +395,29 @@ def build_parser() -> argparse.ArgumentParser:
     )
     export.add_argument("--int8", action="store_true", help="ExecuTorch: quantize with the XNNPACK quantizer")
     export.set_defaults(func=cmd_export)
+
+    quantize = commands.add_parser(
+        "quantize", help="int8 static quantization of an ONNX model (ONNX Runtime, QDQ)"
+    )
+    quantize.add_argument("model", metavar="MODEL.onnx")
+    quantize.add_argument("--calibration", required=True, metavar="DIR", help="images to calibrate with")
+    quantize.add_argument("-o", "--output", required=True)
+    quantize.add_argument(
+        "--labelled", metavar="DIR", help="class sub-folders: report fp32 and int8 accuracy"
+    )
+    quantize.add_argument("--method", choices=["percentile", "minmax", "entropy"], default="percentile")
+    quantize.add_argument(
+        "--per-tensor", action="store_true", help="per-tensor weights (default per-channel)"
+    )
+    quantize.add_argument(
+        "--keep-float",
+        nargs="*",
+        default=[],
+        metavar="PART",
+        help="keep these in float: 'se' (squeeze-excite), 'head', or node-name fragments",
+    )
+    quantize.add_argument("--max-images", type=_positive_int, default=300)
+    quantize.set_defaults(func=cmd_quantize)
 
     models = commands.add_parser("models", help="the registered variants with their params, MAdds and top-1")
     models.add_argument("--resolution", type=_positive_int, default=224)
