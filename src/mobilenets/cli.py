@@ -264,6 +264,30 @@ def cmd_quantize(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench(args: argparse.Namespace) -> int:
+    from .bench import benchmark, machine_info, timings_json, timings_markdown, zoo_latency_plot
+
+    if args.zoo_plot:
+        points = zoo_latency_plot(args.zoo_plot, args.threads, args.resolution)
+        print(f"wrote {args.zoo_plot} ({len(points)} models)")
+        if not args.source:
+            return 0
+    if not args.source:
+        raise ValueError("bench needs MODEL|FILE (or --zoo-plot PNG)")
+    backends = [b.strip() for b in args.backends.split(",") if b.strip()]
+    batches = [int(b) for b in args.batch.split(",")]
+    timings = benchmark(
+        args.source, backends, batches, args.threads, args.resolution, args.calibration, args.runs
+    )
+    info = machine_info(args.threads)
+    if args.json:
+        print(json.dumps({"machine": info, "timings": timings_json(timings)}, indent=2))
+    else:
+        print("\n".join(f"- {k}: {v}" for k, v in info.items()) + "\n")
+        print(timings_markdown(timings))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mobilenets", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -418,6 +442,30 @@ def build_parser() -> argparse.ArgumentParser:
     )
     quantize.add_argument("--max-images", type=_positive_int, default=300)
     quantize.set_defaults(func=cmd_quantize)
+
+    bench = commands.add_parser(
+        "bench", help="latency and throughput on torch / onnxruntime / openvino backends"
+    )
+    bench.add_argument(
+        "source", nargs="?", metavar="MODEL|FILE", help="registered name, checkpoint, run, or .onnx"
+    )
+    bench.add_argument(
+        "--backends",
+        default="torch,torch-fused,onnxruntime",
+        help="comma list of torch, torch-fused, onnxruntime, onnxruntime-int8, openvino, openvino-int8, executorch",
+    )
+    bench.add_argument("--batch", default="1,32", help="comma list of batch sizes")
+    bench.add_argument("--threads", type=_positive_int, default=2)
+    bench.add_argument("--resolution", type=_positive_int, default=224)
+    bench.add_argument("--runs", type=_positive_int, default=30, help="timed runs per case (at least)")
+    bench.add_argument(
+        "--calibration", metavar="DIR", help="images for the int8 backends (default: demo images)"
+    )
+    bench.add_argument("--json", action="store_true")
+    bench.add_argument(
+        "--zoo-plot", metavar="PNG", help="also plot latency against MAdds for every registered model"
+    )
+    bench.set_defaults(func=cmd_bench)
 
     models = commands.add_parser("models", help="the registered variants with their params, MAdds and top-1")
     models.add_argument("--resolution", type=_positive_int, default=224)

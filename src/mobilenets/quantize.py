@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,6 +38,7 @@ class QuantizeReport:
     labelled_agreement: float | None = None  # int8 top-1 == fp32 top-1 on the labelled folder
     labelled_images: int = 0
     bad_files: list[str] = field(default_factory=list)
+    method: str = "percentile"  # the calibration actually used
 
 
 def _images(paths: list[str], transform, bad: list[str]) -> Iterator[np.ndarray]:
@@ -106,22 +108,38 @@ def quantize(
         excluded = [n.name for n in nodes if any(fragment in n.name for fragment in keep_float)]
         input_name = original.graph.input[0].name
         tmp_out = Path(work) / "int8.onnx"
-        quantize_static(
-            str(prepared),
-            str(tmp_out),
-            FolderCalibrationReader(input_name, images),
-            quant_format=QuantFormat.QDQ,
-            per_channel=per_channel,
-            activation_type=QuantType.QUInt8,
-            weight_type=QuantType.QInt8,
-            calibrate_method={
-                "percentile": CalibrationMethod.Percentile,
-                "minmax": CalibrationMethod.MinMax,
-                "entropy": CalibrationMethod.Entropy,
-            }[method],
-            nodes_to_exclude=excluded,
-            extra_options={"CalibPercentile": percentile},
-        )
+        methods = {
+            "percentile": CalibrationMethod.Percentile,
+            "minmax": CalibrationMethod.MinMax,
+            "entropy": CalibrationMethod.Entropy,
+        }
+
+        def run(chosen: str) -> None:
+            quantize_static(
+                str(prepared),
+                str(tmp_out),
+                FolderCalibrationReader(input_name, images),
+                quant_format=QuantFormat.QDQ,
+                per_channel=per_channel,
+                activation_type=QuantType.QUInt8,
+                weight_type=QuantType.QInt8,
+                calibrate_method=methods[chosen],
+                nodes_to_exclude=excluded,
+                extra_options={"CalibPercentile": percentile},
+            )
+
+        used = method
+        try:
+            run(method)
+        except ValueError as error:
+            # Histogram calibration cannot bin a tensor whose values are all equal (a dead ReLU, say).
+            if "bins" not in str(error) or method == "minmax":
+                raise
+            warnings.warn(
+                f"{method} calibration failed ({error}); calibrated with minmax instead", stacklevel=2
+            )
+            used = "minmax"
+            run(used)
         quantized = onnx.load(str(tmp_out))
         del quantized.metadata_props[:]
         quantized.metadata_props.extend(original.metadata_props)
@@ -134,7 +152,7 @@ def quantize(
     fp32, int8 = OnnxSession(model_path), OnnxSession(output)
     batch = np.concatenate(images)
     agreement = float((fp32(batch).argmax(1) == int8(batch).argmax(1)).mean())
-    report = QuantizeReport(output, len(images), agreement, excluded, bad_files=bad)
+    report = QuantizeReport(output, len(images), agreement, excluded, bad_files=bad, method=used)
     if labelled is not None:
         (report.fp32_top1, report.int8_top1, report.labelled_agreement, report.labelled_images) = _accuracy(
             fp32, int8, labelled, transform, bad
