@@ -5,6 +5,7 @@ from .checkpoint import load, save
 from .convert import convert
 from .layers import ConvBNAct, SqueezeExcite, hard_sigmoid, hard_swish, make_divisible
 from .model import FeatureExtractor, FeatureInfo, MobileNet
+from .optimize import fuse
 from .profile import Profile, profile_module
 from .zoo import FAMILIES, VARIANTS, Variant, create_model, get_variant, list_models
 
@@ -30,6 +31,7 @@ __all__ = [
     "load",
     "save",
     "convert",
+    "fuse",
     "make_divisible",
     "profile_module",
 ]
