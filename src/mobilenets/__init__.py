@@ -34,7 +34,17 @@ _EXPORTS = {
     "convert": "convert",
     "fuse": "optimize",
 }
-_SUBMODULES = {"demo", "preprocessing", "specs", "scaling", "published", "reference", "runtime", "train", "export"}
+_SUBMODULES = {
+    "demo",
+    "preprocessing",
+    "specs",
+    "scaling",
+    "published",
+    "reference",
+    "runtime",
+    "train",
+    "export",
+}
 
 __all__ = sorted(_EXPORTS)
 

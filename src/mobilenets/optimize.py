@@ -25,8 +25,8 @@ def fuse(model: nn.Module, channels_last: bool = True) -> nn.Module:
         if isinstance(module, ConvBNAct) and isinstance(getattr(module, "bn", None), nn.BatchNorm2d):
             module.conv = fuse_conv_bn_eval(module.conv, module.bn)
             module.bn = nn.Identity()
-    if channels_last:
-        fused = fused.to(memory_format=torch.channels_last)
+    # Both ways: exporters such as ExecuTorch's XNNPACK passes expect NCHW-contiguous weights.
+    fused = fused.to(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
     for parameter in fused.parameters():
         parameter.requires_grad_(False)
     fused.fused = True
