@@ -288,6 +288,20 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_figures(args: argparse.Namespace) -> int:
+    from .figures import make_figures
+
+    model = None
+    if args.model:
+        from .export import resolve_model
+
+        model = resolve_model(args.model)
+    paths = make_figures(args.output, latency=not args.no_latency, model=model)
+    for name, path in paths.items():
+        print(f"{name:15s} {path}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mobilenets", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -466,6 +480,16 @@ def build_parser() -> argparse.ArgumentParser:
         "--zoo-plot", metavar="PNG", help="also plot latency against MAdds for every registered model"
     )
     bench.set_defaults(func=cmd_bench)
+
+    figures = commands.add_parser(
+        "figures", help="the talk's figures, computed from the library, as PNG files"
+    )
+    figures.add_argument("-o", "--output", required=True, metavar="DIR")
+    figures.add_argument(
+        "--model", help="model for the SE-gates figure (default: runs/demo if trained, else random)"
+    )
+    figures.add_argument("--no-latency", action="store_true", help="skip timing the zoo (about a minute)")
+    figures.set_defaults(func=cmd_figures)
 
     models = commands.add_parser("models", help="the registered variants with their params, MAdds and top-1")
     models.add_argument("--resolution", type=_positive_int, default=224)
