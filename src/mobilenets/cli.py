@@ -302,6 +302,24 @@ def cmd_figures(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_run(args: argparse.Namespace) -> int:
+    """NumPy only: nothing here imports torch, onnx or onnxruntime."""
+    import numpy as np
+
+    from .runtime import OnnxModel
+    from .runtime.image import preprocess, read_image
+
+    model = OnnxModel(args.model)
+    x = preprocess(read_image(args.image), model.preprocessing, model.resolution)
+    logits = model(x)[0].astype(np.float64)
+    probabilities = np.exp(logits - logits.max())
+    probabilities /= probabilities.sum()
+    names = model.class_names or [str(i) for i in range(len(logits))]
+    for index in np.argsort(-probabilities)[: args.top_k]:
+        print(f"{probabilities[index]:7.2%}  {names[index]}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mobilenets", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -491,6 +509,14 @@ def build_parser() -> argparse.ArgumentParser:
     figures.add_argument("--no-latency", action="store_true", help="skip timing the zoo (about a minute)")
     figures.set_defaults(func=cmd_figures)
 
+    run = commands.add_parser(
+        "run", help="classify an image with an ONNX model, NumPy only (no torch, no onnxruntime)"
+    )
+    run.add_argument("model", metavar="MODEL.onnx")
+    run.add_argument("image", metavar="IMAGE", help="PPM/PGM natively; other formats need Pillow")
+    run.add_argument("--top-k", type=_positive_int, default=5)
+    run.set_defaults(func=cmd_run)
+
     models = commands.add_parser("models", help="the registered variants with their params, MAdds and top-1")
     models.add_argument("--resolution", type=_positive_int, default=224)
     models.add_argument("--json", action="store_true")
@@ -503,7 +529,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return args.func(args)
-    except (ValueError, FileNotFoundError) as error:  # CheckpointError is a ValueError
+    except (ValueError, FileNotFoundError, NotImplementedError) as error:  # CheckpointError is a ValueError
         print(f"mobilenets {args.command}: error: {error}", file=sys.stderr)
         return 2
 

@@ -1,0 +1,95 @@
+"""The runtimes that need nothing installed, against ONNX Runtime: single thread, batch 1, 224x224.
+
+- the NumPy-only runner (mobilenets.runtime), target: at most 2x ONNX Runtime's time;
+- the generated C (mobilenets compile-c, -O3 -march=native), target: at most 1.0x (when a C compiler
+  and the generator are available).
+
+All runners are pinned to one thread (OPENBLAS_NUM_THREADS / OMP_NUM_THREADS set before NumPy loads) and
+interleaved in rounds. Writes benchmarks/results/runtime.md.
+
+    python benchmarks/runtime.py [--rounds 7]
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+os.environ.setdefault("MKL_NUM_THREADS", "1")
+
+import argparse  # noqa: E402
+import statistics  # noqa: E402
+import tempfile  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import numpy as np  # noqa: E402
+
+from mobilenets import create_model  # noqa: E402
+from mobilenets.export import OnnxSession, export_onnx  # noqa: E402
+from mobilenets.runtime import OnnxModel  # noqa: E402
+
+from common import interleaved, machine, paired_ratio, write_results  # noqa: E402
+
+NAMES = ("mobilenet_v2_100", "mobilenet_v3_large_100", "mobilenet_v3_small_100")
+
+
+def c_runner(onnx_path: Path, work: Path):
+    """A callable running the generated C on one image, or None when it cannot be built here."""
+    try:
+        from mobilenets.codegen import build_shared_library
+    except ImportError:
+        return None
+    return build_shared_library(onnx_path, work / (onnx_path.stem + "_c"))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=7)
+    args = parser.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="runtime-bench-"))
+    rows = []
+    for name in NAMES:
+        path = export_onnx(create_model(name), work / f"{name}.onnx").path
+        x = np.random.default_rng(0).standard_normal((1, 3, 224, 224), dtype=np.float32)
+        session, numpy_model = OnnxSession(path, threads=1), OnnxModel(path)
+        runners = {"onnxruntime": lambda s=session, x=x: s(x), "numpy": lambda m=numpy_model, x=x: m(x)}
+        compiled = c_runner(path, work)
+        if compiled is not None:
+            runners["c"] = lambda run=compiled, x=x: run(x)
+        times = interleaved(runners, args.rounds, 5, warmup=2)
+        ms = {k: statistics.median(v) * 1e3 for k, v in times.items()}
+        numpy_ratio = paired_ratio(times["numpy"], times["onnxruntime"])
+        row = (
+            f"| {name} | {ms['onnxruntime']:.2f} | {ms['numpy']:.2f} | {numpy_ratio:.2f}x | "
+            f"{'meets' if numpy_ratio <= 2.0 else 'misses'} |"
+        )
+        if compiled is not None:
+            c_ratio = paired_ratio(times["c"], times["onnxruntime"])
+            row += f" {ms['c']:.2f} | {c_ratio:.2f}x | {'meets' if c_ratio <= 1.0 else 'misses'} |"
+        else:
+            row += " - | - | - |"
+        rows.append(row)
+        print(row, flush=True)
+    body = "\n".join(
+        [
+            "Median latency (ms), batch 1, 224x224, one thread for every runner, interleaved rounds. Ratio = median of",
+            "per-round ratios to ONNX Runtime. Targets: NumPy <= 2x, generated C <= 1.0x.",
+            "",
+            "| model | ONNX Runtime | NumPy runner | ratio | target (<= 2x) | generated C | ratio | target (<= 1x) |",
+            "|---|---|---|---|---|---|---|---|",
+            *rows,
+        ]
+    )
+    print(
+        write_results(
+            "runtime",
+            "NumPy runner and generated C against ONNX Runtime (1 thread, batch 1)",
+            body,
+            machine(),
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,761 @@
+"""C99 code generation from an exported ONNX model: no runtime, no malloc, nothing beyond libc and libm.
+
+``generate(model.onnx, OUTDIR)`` writes:
+
+- ``model.c`` / ``model.h``: the weights as ``static const`` arrays (laid out for channels-last loops),
+  one ``static float`` activation arena sized by a liveness plan, and ``model_run(input, logits)``;
+- ``main.c``: reads a binary PPM (P6), resizes, centre-crops and normalises as the model's metadata says,
+  runs the model and prints the top-k with class names (``--logits`` prints every logit,
+  ``--raw FILE`` reads a float32 NCHW input instead of an image);
+- ``Makefile``: ``make`` builds ``./model`` with ``-O3 -march=native``; ``make portable`` with ``-O2``.
+
+Activations are NHWC: a 1x1 convolution is then a loop over input channels whose innermost loop runs
+over contiguous output channels, and a depthwise convolution's innermost loop runs over contiguous
+channels; both vectorise. Batch size 1 (what microcontrollers and phones run).
+
+This module reads ONNX with the NumPy runner's own protobuf reader: it needs no onnx package.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import os
+import shutil
+import subprocess
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .runtime.protobuf import parse_model
+
+SUPPORTED = (
+    "Conv",
+    "Relu",
+    "Clip",
+    "HardSigmoid",
+    "HardSwish",
+    "Mul",
+    "Add",
+    "GlobalAveragePool",
+    "ReduceMean",
+    "Flatten",
+    "Gemm",
+    "Identity",
+)
+
+
+class CodegenError(ValueError):
+    """The graph holds something the generator does not support; the message names the node."""
+
+
+@dataclass
+class Tensor:
+    name: str
+    shape: tuple[int, ...]  # NCHW logical shape (batch 1)
+    offset: int = -1  # in the arena, in floats
+    alias: str | None = None  # computed in place over another tensor
+
+    @property
+    def size(self) -> int:
+        return int(np.prod(self.shape))
+
+
+@dataclass
+class Plan:
+    calls: list[str] = field(default_factory=list)
+    weights: list[tuple[str, np.ndarray]] = field(default_factory=list)
+    arena_floats: int = 0
+    input_shape: tuple[int, ...] = ()
+    input_offset: int = 0
+    output_offset: int = 0
+    output_size: int = 0
+    widest_mean: int = 0  # channels of the widest spatial mean (its kernel keeps a 4096-float sum)
+
+
+def _c_array(name: str, values: np.ndarray) -> str:
+    words = np.ascontiguousarray(values, dtype=np.float32).view(np.uint32).ravel()
+    lines = []
+    for start in range(0, len(words), 12):
+        lines.append(",".join(f"0x{w:08x}" for w in words[start : start + 12]))
+    body = ",\n".join(lines)
+    return f"static const union {{ uint32_t u[{len(words)}]; float f[{len(words)}]; }} {name} = {{{{\n{body}\n}}}};\n"
+
+
+def _plan(path: Path, resolution: int | None) -> tuple[Plan, dict]:
+    proto = parse_model(Path(path).read_bytes())
+    graph = proto.graph
+    init = graph.initializers
+    inputs = [i for i in graph.inputs if i.name not in init]
+    shape = list(inputs[0].shape)
+    channels = shape[1] if isinstance(shape[1], int) and shape[1] > 0 else 3
+    height = shape[2] if isinstance(shape[2], int) and shape[2] > 0 else resolution
+    width = shape[3] if isinstance(shape[3], int) and shape[3] > 0 else resolution
+    if not height:
+        raise CodegenError("the model's input size is dynamic: pass a resolution")
+    tensors: dict[str, Tensor] = {inputs[0].name: Tensor(inputs[0].name, (1, channels, height, width))}
+    plan = Plan(input_shape=(1, channels, height, width))
+    steps: list[tuple[str, list[str], str, dict]] = []  # (kind, input names, output name, details)
+
+    def weight(name: str, array: np.ndarray) -> str:
+        symbol = f"w{len(plan.weights)}"
+        plan.weights.append((symbol, array))
+        return f"{symbol}.f"
+
+    for node in graph.nodes:
+        where = f"node {node.name or '(unnamed)'!r} ({node.op_type})"
+        if node.op_type not in SUPPORTED:
+            raise CodegenError(
+                f"{where}: op {node.op_type} is not supported by the C generator; supported: "
+                f"{', '.join(SUPPORTED)}"
+            )
+        a = node.attributes
+        data = [n for n in node.inputs if n and n not in init]
+        out = node.outputs[0]
+        if node.op_type == "Conv":
+            x = tensors[data[0]]
+            w = init[node.inputs[1]]
+            b = (
+                init[node.inputs[2]]
+                if len(node.inputs) > 2 and node.inputs[2]
+                else np.zeros(w.shape[0], np.float32)
+            )
+            _, c, h, wd = x.shape
+            m, cg, kh, kw = w.shape
+            sh, sw = a.get("strides", [1, 1])
+            dh, dw = a.get("dilations", [1, 1])
+            top, left, bottom, right = a.get("pads", [0, 0, 0, 0])
+            if a.get("auto_pad", "NOTSET") != "NOTSET":
+                raise CodegenError(f"{where}: auto_pad is not supported (export with explicit pads)")
+            group = a.get("group", 1)
+            ho = (h + top + bottom - dh * (kh - 1) - 1) // sh + 1
+            wo = (wd + left + right - dw * (kw - 1) - 1) // sw + 1
+            tensors[out] = Tensor(out, (1, m, ho, wo))
+            geometry = dict(
+                h=h, w=wd, c=c, m=m, kh=kh, kw=kw, sh=sh, sw=sw, dh=dh, dw=dw, pt=top, pl=left, ho=ho, wo=wo
+            )
+            if group == 1 and kh == kw == 1 and sh == sw == 1 and not (top or left or bottom or right):
+                steps.append(
+                    (
+                        "conv1x1",
+                        [x.name],
+                        out,
+                        dict(geometry, w=weight(out, w.reshape(m, c).T), b=weight(out, b)),
+                    )
+                )
+            elif group == c and cg == 1 and m == c:
+                steps.append(
+                    (
+                        "depthwise",
+                        [x.name],
+                        out,
+                        dict(
+                            geometry,
+                            wgt=weight(out, w.reshape(c, kh, kw).transpose(1, 2, 0)),
+                            b=weight(out, b),
+                        ),
+                    )
+                )
+            elif group == 1:
+                steps.append(
+                    (
+                        "conv",
+                        [x.name],
+                        out,
+                        dict(geometry, wgt=weight(out, w.transpose(2, 3, 1, 0)), b=weight(out, b)),
+                    )
+                )
+            else:
+                raise CodegenError(f"{where}: grouped convolution with group={group} is not supported")
+        elif node.op_type in ("Relu", "HardSwish", "HardSigmoid", "Clip", "Identity"):
+            x = tensors[data[0]]
+            tensors[out] = Tensor(out, x.shape)
+            if node.op_type == "HardSigmoid":
+                details = dict(alpha=a.get("alpha", 0.2), beta=a.get("beta", 0.5))
+            elif node.op_type == "Clip":
+                low = float(init[node.inputs[1]]) if len(node.inputs) > 1 and node.inputs[1] else -3.4e38
+                high = float(init[node.inputs[2]]) if len(node.inputs) > 2 and node.inputs[2] else 3.4e38
+                details = dict(low=low, high=high)
+            else:
+                details = {}
+            steps.append((node.op_type, [x.name], out, details))
+        elif node.op_type in ("Mul", "Add"):
+            first, second = (tensors[n] for n in node.inputs)
+            big, small = (first, second) if first.size >= second.size else (second, first)
+            tensors[out] = Tensor(out, big.shape)
+            if small.size == big.size:
+                steps.append((node.op_type, [big.name, small.name], out, {}))
+            elif small.shape[2:] == (1, 1) and small.shape[1] == big.shape[1]:
+                steps.append((node.op_type + "_channel", [big.name, small.name], out, {}))
+            else:
+                raise CodegenError(f"{where}: broadcast {big.shape} with {small.shape} is not supported")
+        elif node.op_type in ("GlobalAveragePool", "ReduceMean"):
+            x = tensors[data[0]]
+            axes = (
+                init[node.inputs[1]].tolist()
+                if len(node.inputs) > 1 and node.inputs[1]
+                else a.get("axes", [2, 3])
+            )
+            if sorted(int(v) % 4 for v in axes) != [2, 3] or not a.get("keepdims", 1):
+                raise CodegenError(f"{where}: only a spatial mean with keepdims is supported")
+            tensors[out] = Tensor(out, (1, x.shape[1], 1, 1))
+            steps.append(("mean", [x.name], out, dict(hw=x.shape[2] * x.shape[3], c=x.shape[1])))
+        elif node.op_type == "Flatten":
+            x = tensors[data[0]]
+            tensors[out] = Tensor(out, (1, x.size))
+            steps.append(("Identity", [x.name], out, {}))
+        elif node.op_type == "Gemm":
+            x = tensors[data[0]]
+            b_matrix = init[node.inputs[1]]
+            bias = init[node.inputs[2]] if len(node.inputs) > 2 and node.inputs[2] else None
+            if a.get("transA", 0) or a.get("alpha", 1.0) != 1.0 or a.get("beta", 1.0) != 1.0:
+                raise CodegenError(f"{where}: only Gemm with transA=0, alpha=beta=1 is supported")
+            matrix = b_matrix if a.get("transB", 0) else b_matrix.T  # (out, in)
+            n_out, n_in = matrix.shape
+            tensors[out] = Tensor(out, (1, n_out))
+            steps.append(
+                (
+                    "gemm",
+                    [x.name],
+                    out,
+                    dict(
+                        n_in=n_in,
+                        n_out=n_out,
+                        w=weight(out, matrix.T),  # [in][out] for the row-update kernel
+                        b=weight(out, bias if bias is not None else np.zeros(n_out)),
+                    ),
+                )
+            )
+    output_name = graph.outputs[0].name
+    _assign_arena(tensors, steps, inputs[0].name, output_name, plan)
+    plan.input_offset, plan.output_offset = tensors[inputs[0].name].offset, tensors[output_name].offset
+    plan.output_size = tensors[output_name].size
+    plan.widest_mean = max((d["c"] for kind, _, _, d in steps if kind == "mean"), default=0)
+    if plan.widest_mean > 4096:
+        raise CodegenError(f"a spatial mean over {plan.widest_mean} channels exceeds the generator's 4096")
+    for kind, ins, out, d in steps:
+        plan.calls.append(_call(kind, [tensors[n] for n in ins], tensors[out], d))
+    return plan, proto.metadata
+
+
+def _assign_arena(tensors, steps, input_name, output_name, plan) -> None:
+    """Unary elementwise ops run in place when their input dies there; the rest get first-fit offsets
+    over their lifetimes (birth step .. last use)."""
+    last_use = {input_name: 0}
+    for index, (_, ins, out, _) in enumerate(steps):
+        for name in ins:
+            last_use[name] = index
+        last_use.setdefault(out, index)
+    last_use[output_name] = len(steps)
+    birth = {input_name: -1}
+    for index, (kind, ins, out, _) in enumerate(steps):
+        birth[out] = index
+        if kind in ("Relu", "HardSwish", "HardSigmoid", "Clip", "Identity") and last_use[ins[0]] == index:
+            tensors[out].alias = ins[0]
+            last_use[ins[0]] = last_use[out] = max(last_use.get(out, index), index)
+
+    def root(name):
+        while tensors[name].alias:
+            name = tensors[name].alias
+        return name
+
+    spans: dict[str, list[int]] = {}
+    for name in birth:
+        r = root(name)
+        span = spans.setdefault(r, [birth[r], birth[r]])
+        span[1] = max(span[1], last_use.get(name, birth[name]))
+    placed: list[tuple[int, int, int, int]] = []  # (offset, size, start, end)
+    for r in sorted(spans, key=lambda n: -tensors[n].size):
+        start, end = spans[r]
+        size = (tensors[r].size + 15) // 16 * 16  # 64-byte aligned
+        offset = 0
+        for o, s, a, b in sorted(placed):
+            overlaps_time = not (end < a or b < start)
+            if overlaps_time and offset < o + s and o < offset + size:
+                offset = o + s
+        placed.append((offset, size, start, end))
+        tensors[r].offset = offset
+        plan.arena_floats = max(plan.arena_floats, offset + size)
+    for name, tensor in tensors.items():
+        if tensor.alias:
+            tensor.offset = tensors[root(name)].offset
+
+
+def _call(kind: str, ins: list[Tensor], out: Tensor, d: dict) -> str:
+    x, y = f"A + {ins[0].offset}", f"A + {out.offset}"
+    if kind == "conv1x1":
+        return f"conv1x1({x}, {d['ho'] * d['wo']}, {d['c']}, {d['w']}, {d['b']}, {d['m']}, {y});"
+    if kind in ("depthwise", "conv"):
+        g = d
+        args = (
+            f"{x}, {g['h']}, {g['w']}, {g['c']}, {g['wgt']}, {g['b']}, {g['m']}, {g['kh']}, {g['kw']}, "
+            f"{g['sh']}, {g['sw']}, {g['dh']}, {g['dw']}, {g['pt']}, {g['pl']}, {g['ho']}, {g['wo']}, {y}"
+        )
+        return f"{'depthwise' if kind == 'depthwise' else 'conv_general'}({args});"
+    n = out.size
+    if kind == "Relu":
+        return f"relu({x}, {y}, {n});"
+    if kind == "HardSwish":
+        return f"hard_swish({x}, {y}, {n});"
+    if kind == "HardSigmoid":
+        return f"hard_sigmoid({x}, {y}, {n}, {d['alpha']!r}f, {d['beta']!r}f);"
+    if kind == "Clip":
+        return f"clip({x}, {y}, {n}, {d['low']!r}f, {d['high']!r}f);"
+    if kind == "Identity":
+        return "" if ins[0].offset == out.offset else f"memmove({y}, {x}, sizeof(float) * {n});"
+    if kind in ("Mul", "Add"):
+        op = "*" if kind == "Mul" else "+"
+        return f"for (int i = 0; i < {n}; i++) A[{out.offset} + i] = A[{ins[0].offset} + i] {op} A[{ins[1].offset} + i];"
+    if kind in ("Mul_channel", "Add_channel"):
+        op = "mul" if kind == "Mul_channel" else "add"
+        c = ins[0].shape[1]
+        return f"channel_{op}({x}, A + {ins[1].offset}, {ins[0].size // c}, {c}, {y});"
+    if kind == "mean":
+        return f"spatial_mean({x}, {d['hw']}, {d['c']}, {y});"
+    if kind == "gemm":
+        return f"gemm({x}, {d['n_in']}, {d['w']}, {d['b']}, {d['n_out']}, {y});"
+    raise AssertionError(kind)
+
+
+KERNELS = r"""
+/* Kernels: activations are NHWC, batch 1. */
+/* With GCC / Clang the hot kernels use vector extensions (8 floats = one AVX register, two SSE / NEON
+ * registers); any other C99 compiler, or -DMOBILENETS_NO_VECTOR_EXTENSIONS, gets the plain loops. */
+#if defined(__GNUC__) && !defined(MOBILENETS_NO_VECTOR_EXTENSIONS)
+#define MOBILENETS_VECTORS 1
+typedef float v8 __attribute__((vector_size(32)));
+typedef float v8u __attribute__((vector_size(32), aligned(4)));  /* unaligned loads and stores */
+#define LOAD(p) (*(const v8u *)(p))
+#define STORE(p, v) (*(v8u *)(p) = (v))
+#endif
+
+/* 1x1 convolution = (pixels x cin) . (cin x cout), weights [cin][cout]. The vector path is a register
+ * micro-kernel: 6 pixels x 16 output channels of accumulators live in registers for the whole loop over
+ * input channels (one broadcast and two FMAs per pixel per input channel). */
+static void conv1x1(const float *restrict x, int pixels, int cin, const float *restrict w,
+                    const float *restrict b, int cout, float *restrict y) {
+    int p0 = 0;
+#ifdef MOBILENETS_VECTORS
+    for (; p0 + 6 <= pixels; p0 += 6) {
+        const float *x0 = x + (size_t)p0 * cin;
+        int o0 = 0;
+        for (; o0 + 16 <= cout; o0 += 16) {
+            const v8 bl = LOAD(b + o0), bh = LOAD(b + o0 + 8);
+            v8 a0l = bl, a0h = bh, a1l = bl, a1h = bh, a2l = bl, a2h = bh, a3l = bl, a3h = bh, a4l = bl, a4h = bh, a5l = bl, a5h = bh;
+            for (int i = 0; i < cin; i++) {
+                const float *wi = w + (size_t)i * cout + o0;
+                const v8 wl = LOAD(wi), wh = LOAD(wi + 8);
+                float s;
+                s = x0[i]; a0l += s * wl; a0h += s * wh;
+                s = x0[cin + i]; a1l += s * wl; a1h += s * wh;
+                s = x0[2 * cin + i]; a2l += s * wl; a2h += s * wh;
+                s = x0[3 * cin + i]; a3l += s * wl; a3h += s * wh;
+                s = x0[4 * cin + i]; a4l += s * wl; a4h += s * wh;
+                s = x0[5 * cin + i]; a5l += s * wl; a5h += s * wh;
+            }
+            float *yp = y + (size_t)p0 * cout + o0;
+            STORE(yp, a0l); STORE(yp + 8, a0h); yp += cout;
+            STORE(yp, a1l); STORE(yp + 8, a1h); yp += cout;
+            STORE(yp, a2l); STORE(yp + 8, a2h); yp += cout;
+            STORE(yp, a3l); STORE(yp + 8, a3h); yp += cout;
+            STORE(yp, a4l); STORE(yp + 8, a4h); yp += cout;
+            STORE(yp, a5l); STORE(yp + 8, a5h);
+        }
+        for (; o0 + 8 <= cout; o0 += 8) {
+            const v8 bv = LOAD(b + o0);
+            v8 a0 = bv, a1 = bv, a2 = bv, a3 = bv, a4 = bv, a5 = bv;
+            for (int i = 0; i < cin; i++) {
+                const v8 wv = LOAD(w + (size_t)i * cout + o0);
+                a0 += x0[i] * wv; a1 += x0[cin + i] * wv; a2 += x0[2 * cin + i] * wv;
+                a3 += x0[3 * cin + i] * wv; a4 += x0[4 * cin + i] * wv; a5 += x0[5 * cin + i] * wv;
+            }
+            float *yp = y + (size_t)p0 * cout + o0;
+            STORE(yp, a0); STORE(yp + cout, a1); STORE(yp + 2 * cout, a2);
+            STORE(yp + 3 * cout, a3); STORE(yp + 4 * cout, a4); STORE(yp + 5 * cout, a5);
+        }
+        for (; o0 < cout; o0++)
+            for (int p = 0; p < 6; p++) {
+                float acc = b[o0];
+                for (int i = 0; i < cin; i++) acc += x0[(size_t)p * cin + i] * w[(size_t)i * cout + o0];
+                y[(size_t)(p0 + p) * cout + o0] = acc;
+            }
+    }
+#endif
+    for (; p0 < pixels; p0++) {
+        float *yp = y + (size_t)p0 * cout;
+        const float *xp = x + (size_t)p0 * cin;
+        for (int o = 0; o < cout; o++) yp[o] = b[o];
+        for (int i = 0; i < cin; i++) {
+            const float *wi = w + (size_t)i * cout;
+            const float a = xp[i];
+            for (int o = 0; o < cout; o++) yp[o] += a * wi[o];
+        }
+    }
+}
+
+/* Depthwise, weights [kh][kw][c]: per output pixel, channel accumulators stay in registers across taps. */
+static void depthwise(const float *restrict x, int h, int w, int c, const float *restrict k,
+                      const float *restrict b, int m, int kh, int kw, int sh, int sw, int dh, int dw, int pt, int pl,
+                      int ho, int wo, float *restrict y) {
+    (void)m;
+    for (int oh = 0; oh < ho; oh++)
+        for (int ow = 0; ow < wo; ow++) {
+            float *yp = y + ((size_t)oh * wo + ow) * c;
+            int c0 = 0;
+#ifdef MOBILENETS_VECTORS
+            for (; c0 + 16 <= c; c0 += 16) {
+                v8 lo = LOAD(b + c0), hi = LOAD(b + c0 + 8);
+                for (int i = 0; i < kh; i++) {
+                    const int ih = oh * sh - pt + i * dh;
+                    if (ih < 0 || ih >= h) continue;
+                    for (int j = 0; j < kw; j++) {
+                        const int iw = ow * sw - pl + j * dw;
+                        if (iw < 0 || iw >= w) continue;
+                        const float *xp = x + ((size_t)ih * w + iw) * c + c0, *kp = k + ((size_t)i * kw + j) * c + c0;
+                        lo += LOAD(xp) * LOAD(kp);
+                        hi += LOAD(xp + 8) * LOAD(kp + 8);
+                    }
+                }
+                STORE(yp + c0, lo);
+                STORE(yp + c0 + 8, hi);
+            }
+            for (; c0 + 8 <= c; c0 += 8) {
+                v8 acc = LOAD(b + c0);
+                for (int i = 0; i < kh; i++) {
+                    const int ih = oh * sh - pt + i * dh;
+                    if (ih < 0 || ih >= h) continue;
+                    for (int j = 0; j < kw; j++) {
+                        const int iw = ow * sw - pl + j * dw;
+                        if (iw < 0 || iw >= w) continue;
+                        acc += LOAD(x + ((size_t)ih * w + iw) * c + c0) * LOAD(k + ((size_t)i * kw + j) * c + c0);
+                    }
+                }
+                STORE(yp + c0, acc);
+            }
+#endif
+            for (; c0 < c; c0++) {
+                float acc = b[c0];
+                for (int i = 0; i < kh; i++) {
+                    const int ih = oh * sh - pt + i * dh;
+                    if (ih < 0 || ih >= h) continue;
+                    for (int j = 0; j < kw; j++) {
+                        const int iw = ow * sw - pl + j * dw;
+                        if (iw < 0 || iw >= w) continue;
+                        acc += x[((size_t)ih * w + iw) * c + c0] * k[((size_t)i * kw + j) * c + c0];
+                    }
+                }
+                yp[c0] = acc;
+            }
+        }
+}
+
+static void conv_general(const float *restrict x, int h, int w, int c, const float *restrict k /* [kh][kw][c][m] */,
+                         const float *restrict b, int m, int kh, int kw, int sh, int sw, int dh, int dw, int pt, int pl,
+                         int ho, int wo, float *restrict y) {
+    for (int oh = 0; oh < ho; oh++)
+        for (int ow = 0; ow < wo; ow++) {
+            float *yp = y + ((size_t)oh * wo + ow) * m;
+            int o0 = 0;
+#ifdef MOBILENETS_VECTORS
+            for (; o0 + 16 <= m; o0 += 16) { /* 16 outputs in two registers across every tap and channel */
+                v8 lo = LOAD(b + o0), hi = LOAD(b + o0 + 8);
+                for (int i = 0; i < kh; i++) {
+                    const int ih = oh * sh - pt + i * dh;
+                    if (ih < 0 || ih >= h) continue;
+                    for (int j = 0; j < kw; j++) {
+                        const int iw = ow * sw - pl + j * dw;
+                        if (iw < 0 || iw >= w) continue;
+                        const float *xp = x + ((size_t)ih * w + iw) * c;
+                        const float *kp = k + ((size_t)i * kw + j) * c * m + o0;
+                        for (int ci = 0; ci < c; ci++) {
+                            lo += xp[ci] * LOAD(kp + (size_t)ci * m);
+                            hi += xp[ci] * LOAD(kp + (size_t)ci * m + 8);
+                        }
+                    }
+                }
+                STORE(yp + o0, lo);
+                STORE(yp + o0 + 8, hi);
+            }
+#endif
+            for (int o = o0; o < m; o++) yp[o] = b[o];
+            if (o0 == m) continue;
+            for (int i = 0; i < kh; i++) {
+                const int ih = oh * sh - pt + i * dh;
+                if (ih < 0 || ih >= h) continue;
+                for (int j = 0; j < kw; j++) {
+                    const int iw = ow * sw - pl + j * dw;
+                    if (iw < 0 || iw >= w) continue;
+                    const float *xp = x + ((size_t)ih * w + iw) * c;
+                    for (int ci = 0; ci < c; ci++) {
+                        const float a = xp[ci];
+                        const float *kp = k + (((size_t)i * kw + j) * c + ci) * m;
+                        for (int o = o0; o < m; o++) yp[o] += a * kp[o];
+                    }
+                }
+            }
+        }
+}
+
+#ifdef MOBILENETS_VECTORS
+typedef int v8i __attribute__((vector_size(32)));
+static inline v8 vmax(v8 a, v8 b) { v8i m = a > b; return (v8)(((v8i)a & m) | ((v8i)b & ~m)); }
+static inline v8 vmin(v8 a, v8 b) { v8i m = a < b; return (v8)(((v8i)a & m) | ((v8i)b & ~m)); }
+static inline v8 splat(float v) { v8 r = {v, v, v, v, v, v, v, v}; return r; }
+#define VECTOR_LOOP(n, body_vector, body_scalar) \
+    int i = 0; for (; i + 8 <= (n); i += 8) { body_vector } for (; i < (n); i++) { body_scalar }
+#else
+#define VECTOR_LOOP(n, body_vector, body_scalar) int i = 0; for (; i < (n); i++) { body_scalar }
+#endif
+static void relu(const float *x, float *y, int n) {
+    VECTOR_LOOP(n, STORE(y + i, vmax(LOAD(x + i), splat(0.f)));, y[i] = x[i] > 0.f ? x[i] : 0.f;)
+}
+static void clip(const float *x, float *y, int n, float lo, float hi) {
+    VECTOR_LOOP(n, STORE(y + i, vmin(vmax(LOAD(x + i), splat(lo)), splat(hi)));,
+                { float v = x[i] < lo ? lo : x[i]; y[i] = v > hi ? hi : v; })
+}
+static void hard_sigmoid(const float *x, float *y, int n, float alpha, float beta) {
+    VECTOR_LOOP(n, STORE(y + i, vmin(vmax(LOAD(x + i) * alpha + beta, splat(0.f)), splat(1.f)));,
+                { float v = alpha * x[i] + beta; v = v < 0.f ? 0.f : v; y[i] = v > 1.f ? 1.f : v; })
+}
+static void hard_swish(const float *x, float *y, int n) {
+    VECTOR_LOOP(n, { const v8 v = LOAD(x + i); STORE(y + i, v * vmin(vmax(v * (1.f / 6.f) + 0.5f, splat(0.f)), splat(1.f))); },
+                { float v = x[i] * (1.f / 6.f) + 0.5f; v = v < 0.f ? 0.f : v; v = v > 1.f ? 1.f : v; y[i] = x[i] * v; })
+}
+static void channel_mul(const float *x, const float *s, int pixels, int c, float *y) {
+    for (int p = 0; p < pixels; p++) for (int ch = 0; ch < c; ch++) y[p * c + ch] = x[p * c + ch] * s[ch];
+}
+static void channel_add(const float *x, const float *s, int pixels, int c, float *y) {
+    for (int p = 0; p < pixels; p++) for (int ch = 0; ch < c; ch++) y[p * c + ch] = x[p * c + ch] + s[ch];
+}
+static void spatial_mean(const float *x, int pixels, int c, float *y) {
+    float sum[4096];
+    for (int ch = 0; ch < c; ch++) sum[ch] = 0.f;
+    for (int p = 0; p < pixels; p++) for (int ch = 0; ch < c; ch++) sum[ch] += x[p * c + ch];
+    for (int ch = 0; ch < c; ch++) y[ch] = sum[ch] / (float)pixels;
+}
+static void gemm(const float *x, int n_in, const float *restrict w /* [in][out] */, const float *b, int n_out,
+                 float *restrict y) {
+    /* y = b + sum_i x[i] * w[i]: a row update per input, no reduction, so it vectorises. */
+    for (int o = 0; o < n_out; o++) y[o] = b[o];
+    for (int i = 0; i < n_in; i++) {
+        const float a = x[i];
+        const float *wi = w + (size_t)i * n_out;
+        for (int o = 0; o < n_out; o++) y[o] += a * wi[o];
+    }
+}
+"""
+
+
+@dataclass
+class GeneratedC:
+    folder: Path
+    arena_bytes: int
+    weight_bytes: int
+    classes: int
+
+
+def generate(
+    onnx_path: str | os.PathLike, out: str | os.PathLike, resolution: int | None = None
+) -> GeneratedC:
+    """Write model.c, model.h, main.c and a Makefile into ``out`` (see the module docstring)."""
+    plan, meta = _plan(Path(onnx_path), resolution)
+    names = json.loads(meta["class_names"]) if meta.get("class_names") else None
+    pre = (
+        json.loads(meta["preprocessing"])
+        if meta.get("preprocessing")
+        else {"resize": 256, "crop": 224, "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}
+    )
+    _, c, h, w = plan.input_shape
+    classes = plan.output_size
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    header = f"""/* Generated by mobilenets compile-c from {Path(onnx_path).name}. C99, no malloc. */
+#ifndef MOBILENETS_MODEL_H
+#define MOBILENETS_MODEL_H
+#define MODEL_INPUT_CHANNELS {c}
+#define MODEL_INPUT_HEIGHT {h}
+#define MODEL_INPUT_WIDTH {w}
+#define MODEL_CLASSES {classes}
+#define MODEL_ARENA_BYTES {plan.arena_floats * 4}
+#define MODEL_RESIZE {int(round(h / (pre["crop"] / pre["resize"])))}
+extern const float model_mean[{c}], model_std[{c}];
+extern const char *const model_class_names[MODEL_CLASSES];
+/* input: NCHW float32, normalised; logits: MODEL_CLASSES floats. Not reentrant (one static arena). */
+void model_run(const float *input, float *logits);
+#endif
+"""
+    labels = names if names and len(names) == classes else [str(i) for i in range(classes)]
+    body = [
+        f"/* Generated by mobilenets compile-c from {Path(onnx_path).name}. */",
+        "#include <stdint.h>",
+        "#include <string.h>",
+        '#include "model.h"',
+        f"const float model_mean[{c}] = {{{', '.join(f'{v!r}f' for v in pre['mean'])}}};",
+        f"const float model_std[{c}] = {{{', '.join(f'{v!r}f' for v in pre['std'])}}};",
+        "const char *const model_class_names[MODEL_CLASSES] = {"
+        + ", ".join(json.dumps(s) for s in labels)
+        + "};",
+        f"static float A[{plan.arena_floats}];  /* the activation arena, sized by the liveness plan */",
+        KERNELS,
+    ]
+    body += [_c_array(symbol, values) for symbol, values in plan.weights]
+    body.append("void model_run(const float *input, float *logits) {")
+    body.append(f"    float *x = A + {plan.input_offset};  /* NCHW in, NHWC inside */")
+    body.append(
+        f"    for (int ch = 0; ch < {c}; ch++) for (int p = 0; p < {h * w}; p++) x[p * {c} + ch] = input[ch * {h * w} + p];"
+    )
+    body += [f"    {call}" for call in plan.calls if call]
+    body.append(f"    memcpy(logits, A + {plan.output_offset}, sizeof(float) * {classes});")
+    body.append("}")
+    (out / "model.h").write_text(header)
+    (out / "model.c").write_text("\n".join(body) + "\n")
+    (out / "main.c").write_text(MAIN_C)
+    (out / "Makefile").write_text(MAKEFILE)
+    weight_bytes = sum(values.size * 4 for _, values in plan.weights)
+    return GeneratedC(out, plan.arena_floats * 4, weight_bytes, classes)
+
+
+MAIN_C = r"""/* Generated by mobilenets compile-c: classify a binary PPM image. C99, libc and libm only. */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include "model.h"
+
+static float input[MODEL_INPUT_CHANNELS * MODEL_INPUT_HEIGHT * MODEL_INPUT_WIDTH];
+static float logits[MODEL_CLASSES];
+
+static int read_token(FILE *f) {
+    int ch, value = 0;
+    do { ch = fgetc(f); if (ch == '#') while (ch != '\n' && ch != EOF) ch = fgetc(f); } while (ch == ' ' || ch == '\t' || ch == '\n' || ch == '\r');
+    if (ch < '0' || ch > '9') return -1;
+    while (ch >= '0' && ch <= '9') { value = value * 10 + (ch - '0'); ch = fgetc(f); }
+    return value;
+}
+
+/* Resize the shorter side to MODEL_RESIZE (area-averaging bilinear), centre-crop, normalise, NCHW. */
+static int load_ppm(const char *path) {
+    FILE *f = fopen(path, "rb");
+    if (!f) { fprintf(stderr, "%s: cannot open\n", path); return 1; }
+    char magic[3] = {0};
+    if (fread(magic, 1, 2, f) != 2 || strcmp(magic, "P6") != 0) { fprintf(stderr, "%s: not a binary PPM (P6)\n", path); fclose(f); return 1; }
+    int w = read_token(f), h = read_token(f), maxval = read_token(f);
+    if (w <= 0 || h <= 0 || maxval <= 0 || maxval > 255) { fprintf(stderr, "%s: unsupported PPM header\n", path); fclose(f); return 1; }
+    unsigned char *pixels = (unsigned char *)malloc((size_t)w * h * 3);
+    if (!pixels || fread(pixels, 3, (size_t)w * h, f) != (size_t)w * h) { fprintf(stderr, "%s: truncated\n", path); free(pixels); fclose(f); return 1; }
+    fclose(f);
+    const double scale = (double)MODEL_RESIZE / (w < h ? w : h);
+    int rw = (int)(w * scale + 0.5), rh = (int)(h * scale + 0.5);
+    if (rw < MODEL_INPUT_WIDTH) rw = MODEL_INPUT_WIDTH;
+    if (rh < MODEL_INPUT_HEIGHT) rh = MODEL_INPUT_HEIGHT;
+    const int left = (rw - MODEL_INPUT_WIDTH) / 2, top = (rh - MODEL_INPUT_HEIGHT) / 2;
+    const double sx = (double)w / rw, sy = (double)h / rh;
+    const double support_x = sx > 1 ? sx : 1, support_y = sy > 1 ? sy : 1;
+    for (int oy = 0; oy < MODEL_INPUT_HEIGHT; oy++)
+        for (int ox = 0; ox < MODEL_INPUT_WIDTH; ox++) {
+            const double cy = (oy + top + 0.5) * sy - 0.5, cx = (ox + left + 0.5) * sx - 0.5;
+            double acc[3] = {0, 0, 0}, total = 0;
+            for (int iy = (int)floor(cy - support_y); iy <= (int)ceil(cy + support_y); iy++) {
+                const double wy = 1 - fabs(iy - cy) / support_y;
+                if (wy <= 0) continue;
+                const int y = iy < 0 ? 0 : (iy >= h ? h - 1 : iy);
+                for (int ix = (int)floor(cx - support_x); ix <= (int)ceil(cx + support_x); ix++) {
+                    const double wx = 1 - fabs(ix - cx) / support_x;
+                    if (wx <= 0) continue;
+                    const int x = ix < 0 ? 0 : (ix >= w ? w - 1 : ix);
+                    const unsigned char *p = pixels + ((size_t)y * w + x) * 3;
+                    for (int c = 0; c < 3; c++) acc[c] += wy * wx * p[c];
+                    total += wy * wx;
+                }
+            }
+            for (int c = 0; c < MODEL_INPUT_CHANNELS; c++)
+                input[(c * MODEL_INPUT_HEIGHT + oy) * MODEL_INPUT_WIDTH + ox] =
+                    (float)((acc[c % 3] / total / 255.0 - model_mean[c]) / model_std[c]);
+        }
+    free(pixels);
+    return 0;
+}
+
+static int load_raw(const char *path) {
+    FILE *f = fopen(path, "rb");
+    if (!f) { fprintf(stderr, "%s: cannot open\n", path); return 1; }
+    size_t n = fread(input, sizeof(float), sizeof(input) / sizeof(float), f);
+    fclose(f);
+    if (n != sizeof(input) / sizeof(float)) { fprintf(stderr, "%s: expected %zu floats, got %zu\n", path, sizeof(input) / sizeof(float), n); return 1; }
+    return 0;
+}
+
+int main(int argc, char **argv) {
+    int top_k = 5, print_logits = 0;
+    const char *image = NULL, *raw = NULL;
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--logits")) print_logits = 1;
+        else if (!strcmp(argv[i], "--raw") && i + 1 < argc) raw = argv[++i];
+        else if (!strcmp(argv[i], "--top-k") && i + 1 < argc) top_k = atoi(argv[++i]);
+        else image = argv[i];
+    }
+    if (!image && !raw) { fprintf(stderr, "usage: %s IMAGE.ppm [--top-k K] [--logits] | --raw INPUT.f32\n", argv[0]); return 2; }
+    if (raw ? load_raw(raw) : load_ppm(image)) return 1;
+    model_run(input, logits);
+    if (print_logits) { for (int i = 0; i < MODEL_CLASSES; i++) printf("%.9g\n", logits[i]); return 0; }
+    float top = logits[0];
+    for (int i = 1; i < MODEL_CLASSES; i++) if (logits[i] > top) top = logits[i];
+    double sum = 0;
+    for (int i = 0; i < MODEL_CLASSES; i++) sum += exp(logits[i] - top);
+    if (top_k > MODEL_CLASSES) top_k = MODEL_CLASSES;
+    for (int k = 0; k < top_k; k++) {
+        int best = -1;
+        for (int i = 0; i < MODEL_CLASSES; i++) if (logits[i] > -INFINITY && (best < 0 || logits[i] > logits[best])) best = i;
+        printf("%6.2f%%  %s\n", 100.0 * exp(logits[best] - top) / sum, model_class_names[best]);
+        logits[best] = -INFINITY;
+    }
+    return 0;
+}
+"""
+
+MAKEFILE = """# Generated by mobilenets compile-c.
+CC ?= cc
+CFLAGS ?= -O3 -march=native -std=c99 -Wall
+PORTABLE_CFLAGS ?= -O2 -std=c99 -pedantic -Wall -DMOBILENETS_NO_VECTOR_EXTENSIONS
+
+model: main.c model.c model.h
+\t$(CC) $(CFLAGS) -o $@ main.c model.c -lm
+
+portable: main.c model.c model.h
+\t$(CC) $(PORTABLE_CFLAGS) -o model_portable main.c model.c -lm
+
+libmodel.so: model.c model.h
+\t$(CC) $(CFLAGS) -shared -fPIC -o $@ model.c -lm
+
+clean:
+\trm -f model model_portable libmodel.so
+"""
+
+
+def build(folder: Path, target: str = "model", cc: str | None = None) -> Path:
+    """Run make in ``folder``; returns the built file."""
+    compiler = cc or os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
+    if not compiler:
+        raise CodegenError("no C compiler found (set CC)")
+    result = subprocess.run(
+        ["make", "-s", target, f"CC={compiler}"], cwd=folder, capture_output=True, text=True
+    )
+    if result.returncode:
+        raise CodegenError(f"building {target} in {folder} failed:\n{result.stderr[-2000:]}")
+    return folder / ("model_portable" if target == "portable" else target)
+
+
+def build_shared_library(onnx_path: Path, folder: Path):
+    """Generate, build libmodel.so and return a callable ``f(x: (1, C, H, W) float32) -> logits``."""
+    generated = generate(onnx_path, folder)
+    library = ctypes.CDLL(str(build(folder, "libmodel.so")))
+    library.model_run.argtypes = [ctypes.c_void_p, ctypes.c_void_p]
+    logits = np.empty(generated.classes, np.float32)
+
+    def run(x: np.ndarray) -> np.ndarray:
+        x = np.ascontiguousarray(x, dtype=np.float32)
+        library.model_run(x.ctypes.data, logits.ctypes.data)
+        return logits.copy()[None]
+
+    return run

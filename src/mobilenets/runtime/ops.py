@@ -1,0 +1,303 @@
+"""ONNX operators in NumPy: one function per op, named like the op, with the spec's attribute names and
+defaults (https://onnx.ai/onnx/operators/). Dispatched through :data:`OPS`.
+
+Layout: every function takes and returns tensors with ONNX's NCHW *shape*, but convolutions compute in
+NHWC *memory* and return an NCHW view of it (``transpose`` without a copy). Elementwise ops keep the
+memory order of their inputs, so a whole MobileNet runs channels-last: a 1x1 convolution is one matrix
+product over (pixels, channels) and a depthwise convolution is k*k multiply-adds of shifted views, with
+no transposes in between.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+# ---------------------------------------------------------------------------------------------------
+# Convolution
+# ---------------------------------------------------------------------------------------------------
+
+
+def _same_pads(size: int, kernel: int, stride: int, dilation: int, upper: bool) -> tuple[int, int]:
+    effective = (kernel - 1) * dilation + 1
+    total = max((-(-size // stride) - 1) * stride + effective - size, 0)
+    small = total // 2
+    return (small, total - small) if upper else (total - small, small)
+
+
+def Conv(
+    X, W, B=None, *, auto_pad="NOTSET", dilations=None, group=1, kernel_shape=None, pads=None, strides=None
+):
+    """2-D convolution (NCHW in, NCHW out); computed channels-last."""
+    if X.ndim != 4:
+        raise NotImplementedError(f"Conv on {X.ndim - 2}-D data (only 2-D is supported)")
+    n, c, h, w = X.shape
+    m, c_per_group, kh, kw = W.shape
+    sh, sw = strides or (1, 1)
+    dh, dw = dilations or (1, 1)
+    if auto_pad in ("SAME_UPPER", "SAME_LOWER"):
+        top, bottom = _same_pads(h, kh, sh, dh, auto_pad == "SAME_UPPER")
+        left, right = _same_pads(w, kw, sw, dw, auto_pad == "SAME_UPPER")
+    elif auto_pad == "VALID":
+        top = left = bottom = right = 0
+    elif auto_pad == "NOTSET":
+        top, left, bottom, right = pads or (0, 0, 0, 0)
+    else:
+        raise NotImplementedError(f"auto_pad={auto_pad!r}")
+    x = X.transpose(0, 2, 3, 1)  # NHWC view: free when X came from another Conv
+    if top or bottom or left or right:
+        x = np.pad(x, ((0, 0), (top, bottom), (left, right), (0, 0)))
+    ho = (h + top + bottom - dh * (kh - 1) - 1) // sh + 1
+    wo = (w + left + right - dw * (kw - 1) - 1) // sw + 1
+    if group == 1 and kh == kw == 1:
+        x = x[:, : sh * (ho - 1) + 1 : sh, : sw * (wo - 1) + 1 : sw, :]
+        out = (np.ascontiguousarray(x).reshape(-1, c) @ W.reshape(m, c).T).reshape(n, ho, wo, m)
+    elif group == c and c_per_group == 1 and m == c:
+        out = _depthwise(x, W, n, ho, wo, c, kh, kw, sh, sw, dh, dw)
+    elif group == 1:
+        out = _im2col_conv(x, W, n, ho, wo, kh, kw, sh, sw, dh, dw)
+    else:
+        per_group = m // group
+        outs = [
+            _im2col_conv(
+                x[..., g * c_per_group : (g + 1) * c_per_group],
+                W[g * per_group : (g + 1) * per_group],
+                n,
+                ho,
+                wo,
+                kh,
+                kw,
+                sh,
+                sw,
+                dh,
+                dw,
+            )
+            for g in range(group)
+        ]
+        out = np.concatenate(outs, axis=-1)
+    if B is not None:
+        out += B
+    return out.transpose(0, 3, 1, 2)
+
+
+def _depthwise(x, W, n, ho, wo, c, kh, kw, sh, sw, dh, dw):
+    """Depthwise convolution, channels-last. Two strategies, chosen by shape (measured on a 2-core x86):
+
+    deep layers (few pixels, many channels): one einsum over a strided (N, Ho, Wo, kh, kw, C) patch
+    view, a single pass over memory; shallow layers (many pixels, few channels): k*k multiply-adds of
+    shifted views, each a long vectorised loop.
+    """
+    weights = np.ascontiguousarray(W.reshape(c, kh, kw).transpose(1, 2, 0))  # (kh, kw, C)
+    out = np.empty((n, ho, wo, c), dtype=np.result_type(x, W))
+    if ho * wo <= 400:
+        s_n, s_h, s_w, s_c = x.strides
+        patches = np.lib.stride_tricks.as_strided(
+            x, (n, ho, wo, kh, kw, c), (s_n, s_h * sh, s_w * sw, s_h * dh, s_w * dw, s_c), writeable=False
+        )
+        return np.einsum("nhwijc,ijc->nhwc", patches, weights, out=out)
+    scratch = np.empty_like(out)
+    for i in range(kh):
+        for j in range(kw):
+            window = x[
+                :, i * dh : i * dh + sh * (ho - 1) + 1 : sh, j * dw : j * dw + sw * (wo - 1) + 1 : sw, :
+            ]
+            if i == 0 and j == 0:
+                np.multiply(window, weights[i, j], out=out)
+            else:
+                np.multiply(window, weights[i, j], out=scratch)
+                out += scratch
+    return out
+
+
+def _im2col_conv(x, W, n, ho, wo, kh, kw, sh, sw, dh, dw):
+    """General convolution: gather (N, Ho, Wo, kh, kw, C) patches, then one matrix product."""
+    c = x.shape[-1]
+    m = W.shape[0]
+    x = np.ascontiguousarray(x)
+    s_n, s_h, s_w, s_c = x.strides
+    patches = np.lib.stride_tricks.as_strided(
+        x, (n, ho, wo, kh, kw, c), (s_n, s_h * sh, s_w * sw, s_h * dh, s_w * dw, s_c), writeable=False
+    )
+    columns = patches.reshape(n * ho * wo, kh * kw * c)
+    kernel = W.transpose(2, 3, 1, 0).reshape(kh * kw * c, m)
+    return (columns @ kernel).reshape(n, ho, wo, m)
+
+
+def BatchNormalization(X, scale, B, input_mean, input_var, *, epsilon=1e-5, momentum=0.9, training_mode=0):
+    if training_mode:
+        raise NotImplementedError("BatchNormalization with training_mode=1")
+    shape = (1, -1) + (1,) * (X.ndim - 2)
+    factor = scale / np.sqrt(input_var + epsilon)
+    return X * factor.reshape(shape) + (B - input_mean * factor).reshape(shape)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Activations and elementwise
+# ---------------------------------------------------------------------------------------------------
+
+
+def Relu(X):
+    return np.maximum(X, 0, dtype=X.dtype)
+
+
+def Clip(input, min=None, max=None):  # noqa: A002 (the spec's names)
+    low = -np.inf if min is None else min
+    high = np.inf if max is None else max
+    return np.clip(input, low, high).astype(input.dtype, copy=False)
+
+
+def HardSigmoid(X, *, alpha=0.2, beta=0.5):
+    out = np.multiply(X, np.asarray(alpha, X.dtype))  # one allocation; the rest in place
+    out += np.asarray(beta, X.dtype)
+    return np.clip(out, 0, 1, out=out)
+
+
+def HardSwish(X):
+    """x * max(0, min(1, x / 6 + 1/2)) (ONNX: alpha = 1/6, beta = 0.5)."""
+    out = HardSigmoid(X, alpha=1 / 6, beta=0.5)
+    out *= X
+    return out
+
+
+def Sigmoid(X):
+    return (1 / (1 + np.exp(-X))).astype(X.dtype, copy=False)
+
+
+def Mul(A, B):
+    return A * B
+
+
+def Add(A, B):
+    return A + B
+
+
+def Sub(A, B):
+    return A - B
+
+
+def Div(A, B):
+    return A / B
+
+
+def Identity(input):  # noqa: A002
+    return input
+
+
+def Constant(*, value=None, value_float=None, value_floats=None, value_int=None, value_ints=None):
+    for candidate, dtype in (
+        (value, None),
+        (value_float, np.float32),
+        (value_floats, np.float32),
+        (value_int, np.int64),
+        (value_ints, np.int64),
+    ):
+        if candidate is not None:
+            return np.asarray(candidate, dtype=dtype)
+    raise NotImplementedError("Constant without a value")
+
+
+# ---------------------------------------------------------------------------------------------------
+# Pooling, reductions, shape
+# ---------------------------------------------------------------------------------------------------
+
+
+def GlobalAveragePool(X):
+    return X.mean(axis=tuple(range(2, X.ndim)), keepdims=True)
+
+
+def ReduceMean(data, axes=None, *, keepdims=1, noop_with_empty_axes=0):
+    if axes is None or len(axes) == 0:
+        if noop_with_empty_axes:
+            return data
+        axes = tuple(range(data.ndim))
+    return data.mean(axis=tuple(int(a) for a in np.ravel(axes)), keepdims=bool(keepdims))
+
+
+def Flatten(input, *, axis=1):  # noqa: A002
+    axis = axis % input.ndim if input.ndim else 0
+    return input.reshape(int(np.prod(input.shape[:axis])), -1)
+
+
+def Reshape(data, shape, *, allowzero=0):
+    shape = [int(s) for s in shape]
+    if not allowzero:
+        shape = [data.shape[i] if s == 0 else s for i, s in enumerate(shape)]
+    return data.reshape(shape)
+
+
+def Concat(*inputs, axis):
+    return np.concatenate(inputs, axis=axis)
+
+
+def Pad(data, pads, constant_value=None, axes=None, *, mode="constant"):
+    if mode != "constant":
+        raise NotImplementedError(f"Pad mode={mode!r}")
+    pads = [int(p) for p in np.ravel(pads)]
+    axes = list(range(data.ndim)) if axes is None else [int(a) % data.ndim for a in np.ravel(axes)]
+    half = len(pads) // 2
+    widths = [(0, 0)] * data.ndim
+    for k, axis in enumerate(axes):
+        widths[axis] = (pads[k], pads[k + half])
+    value = 0 if constant_value is None else np.asarray(constant_value).item()
+    return np.pad(data, widths, constant_values=value)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Dense
+# ---------------------------------------------------------------------------------------------------
+
+
+def Gemm(A, B, C=None, *, alpha=1.0, beta=1.0, transA=0, transB=0):
+    out = (A.T if transA else A) @ (B.T if transB else B)
+    if alpha != 1.0:
+        out = out * np.float32(alpha)
+    if C is not None:
+        out = out + (C * np.float32(beta) if beta != 1.0 else C)
+    return out
+
+
+def MatMul(A, B):
+    return A @ B
+
+
+def Softmax(input, *, axis=-1):  # noqa: A002
+    shifted = input - input.max(axis=axis, keepdims=True)
+    exp = np.exp(shifted)
+    return exp / exp.sum(axis=axis, keepdims=True)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Quantization (the int8 QDQ files `mobilenets quantize` writes)
+# ---------------------------------------------------------------------------------------------------
+
+
+def _per_axis(value, x, axis):
+    value = np.asarray(value)
+    if value.ndim == 0:
+        return value
+    shape = [1] * x.ndim
+    shape[axis % x.ndim] = -1
+    return value.reshape(shape)
+
+
+def QuantizeLinear(x, y_scale, y_zero_point=None, *, axis=1, saturate=1, block_size=0, output_dtype=0):
+    if block_size:
+        raise NotImplementedError("blocked quantization (block_size > 0)")
+    dtype = np.asarray(y_zero_point).dtype if y_zero_point is not None else np.uint8
+    info = np.iinfo(dtype)
+    zero = 0 if y_zero_point is None else _per_axis(y_zero_point, x, axis).astype(np.int32)
+    q = np.rint(x / _per_axis(y_scale, x, axis)) + zero  # rint: round half to even, as the spec says
+    return np.clip(q, info.min, info.max).astype(dtype)
+
+
+def DequantizeLinear(x, x_scale, x_zero_point=None, *, axis=1, block_size=0):
+    if block_size:
+        raise NotImplementedError("blocked quantization (block_size > 0)")
+    zero = 0 if x_zero_point is None else _per_axis(x_zero_point, x, axis).astype(np.int32)
+    return ((x.astype(np.int32) - zero) * _per_axis(x_scale, x, axis)).astype(np.float32)
+
+
+OPS = {
+    name: function
+    for name, function in globals().items()
+    if callable(function) and name[:1].isupper() and function.__module__ == __name__
+}

@@ -1,0 +1,192 @@
+"""The NumPy-only runner: parity with ONNX Runtime for every variant, torchvision's own exports, int8 QDQ
+files, no torch / onnx / onnxruntime at run time, and errors that name the node and op."""
+
+import json
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+import torch
+
+import mobilenets
+from mobilenets.export import export_onnx, probe_inputs
+from mobilenets.runtime import OnnxFormatError, OnnxModel, UnsupportedOnnx
+
+from parity import randomize_batchnorm
+
+ort = pytest.importorskip("onnxruntime")
+onnx = pytest.importorskip("onnx")
+
+
+def _ort(path, x, optimized=True):
+    options = ort.SessionOptions()
+    if not optimized:
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    return session.run(None, {session.get_inputs()[0].name: x})[0]
+
+
+def _relative(got, expected):
+    return float(np.abs(got - expected).max() / np.abs(expected).max())
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    """Every registered variant exported once at 64 px, with calibrated BN."""
+    folder = tmp_path_factory.mktemp("runtime")
+    paths = {}
+    for name in mobilenets.list_models():
+        torch.manual_seed(0)
+        model = randomize_batchnorm(mobilenets.create_model(name).eval(), seed=1, resolution=64)
+        paths[name] = export_onnx(model, folder / f"{name}.onnx", resolution=64).path
+    return paths
+
+
+@pytest.mark.parametrize("name", mobilenets.list_models())
+def test_parity_with_onnxruntime_for_every_variant(exported, name):
+    x = probe_inputs(2, 64, seed=4).numpy()
+    expected = _ort(exported[name], x)
+    got = OnnxModel(exported[name])(x)
+    assert got.shape == expected.shape == (2, 1000)
+    assert np.abs(expected - expected.mean(0)).max() / np.abs(expected).max() > 1e-2  # the input matters
+    assert _relative(got, expected) < 1e-4
+
+
+@pytest.mark.parametrize("factory", ["mobilenet_v2", "mobilenet_v3_large", "mobilenet_v3_small"])
+def test_torchvisions_own_exports_run(factory, tmp_path):
+    torchvision = pytest.importorskip("torchvision")
+    model = randomize_batchnorm(getattr(torchvision.models, factory)().eval(), seed=2, resolution=64)
+    path = tmp_path / f"{factory}.onnx"
+    torch.onnx.export(
+        model,
+        (torch.randn(1, 3, 96, 96),),
+        str(path),
+        dynamo=False,
+        opset_version=18,
+        input_names=["input"],
+        dynamic_axes={"input": {0: "batch"}},
+    )
+    x = probe_inputs(2, 96, seed=5).numpy()
+    assert _relative(OnnxModel(path)(x), _ort(path, x)) < 1e-4
+
+
+def test_int8_qdq_files_match_onnxruntime_executing_the_graph(exported, tmp_path):
+    from mobilenets.quantize import quantize
+
+    images = tmp_path / "calibration"
+    images.mkdir()
+    for i in range(12):
+        mobilenets.demo.image("train", i, size=64)[0].save(images / f"{i}.png")
+    int8 = quantize(exported["mobilenet_v3_small_075"], tmp_path / "int8.onnx", images).path
+    x = probe_inputs(3, 64, seed=6).numpy()
+    got = OnnxModel(int8)(x)
+    assert _relative(got, _ort(int8, x, optimized=False)) < 1e-4  # the QDQ graph, op by op
+    assert (got.argmax(1) == _ort(int8, x).argmax(1)).all()  # ORT's fused int8 kernels: same decisions
+
+
+def test_runs_where_torch_onnx_and_onnxruntime_cannot_be_imported(exported, tmp_path):
+    x = probe_inputs(1, 64, seed=7).numpy()
+    np.save(tmp_path / "x.npy", x)
+    script = textwrap.dedent(f"""
+        import sys
+        for name in ("torch", "onnx", "onnxruntime", "torchvision", "PIL"):
+            sys.modules[name] = None  # any import of these now fails
+        import numpy as np
+        from mobilenets.runtime import OnnxModel
+        logits = OnnxModel({str(exported["mobilenet_v3_small_100"])!r})(np.load({str(tmp_path / "x.npy")!r}))
+        np.save({str(tmp_path / "out.npy")!r}, logits)
+        loaded = [m for m, module in sys.modules.items() if module is not None and m.split(".")[0] in ("torch", "onnx", "onnxruntime")]
+        print(sorted(loaded))
+    """)
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"
+    expected = _ort(exported["mobilenet_v3_small_100"], x)
+    assert _relative(np.load(tmp_path / "out.npy"), expected) < 1e-4
+
+
+def test_mobilenets_run_prints_the_top_k_with_class_names(tmp_path):
+    torch.manual_seed(0)
+    model = randomize_batchnorm(
+        mobilenets.create_model("mobilenet_v3_small_050", num_classes=6).eval(), seed=3, resolution=64
+    )
+    model.class_names = list(mobilenets.demo.CLASSES)
+    model.preprocessing = mobilenets.preprocessing.Preprocessing(resize=64, crop=64)
+    path = export_onnx(model, tmp_path / "shapes.onnx").path
+    picture = mobilenets.demo.image("val", 1, size=64)[0]
+    ppm = tmp_path / "cross.ppm"
+    picture.save(ppm)
+    script = textwrap.dedent(f"""
+        import sys
+        for name in ("torch", "onnx", "onnxruntime", "PIL"):
+            sys.modules[name] = None
+        from mobilenets.cli import main
+        raise SystemExit(main(["run", {str(path)!r}, {str(ppm)!r}, "--top-k", "3"]))
+    """)
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.strip().splitlines()
+    assert len(lines) == 3 and all(line.split()[-1] in mobilenets.demo.CLASSES for line in lines)
+    # The same probabilities as the PyTorch model on the same (NumPy-preprocessed) pixels.
+    from mobilenets.runtime.image import preprocess, read_image
+
+    x = preprocess(read_image(ppm), OnnxModel(path).preprocessing, 64)
+    with torch.no_grad():
+        probabilities = model(torch.from_numpy(x)).softmax(1)[0]
+    best = int(probabilities.argmax())
+    assert lines[0].split()[-1] == model.class_names[best]
+    assert float(lines[0].split()[0].rstrip("%")) == pytest.approx(100 * float(probabilities[best]), abs=0.01)
+
+
+def test_unsupported_ops_and_attributes_name_the_node(tmp_path):
+    from onnx import TensorProto, helper
+
+    def save(node, name):
+        graph = helper.make_graph(
+            [node],
+            "g",
+            [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8])],
+            [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+        )
+        path = tmp_path / name
+        onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)]), str(path))
+        return path
+
+    with pytest.raises(
+        UnsupportedOnnx, match=r"node 'lrn_1' \(LRN\): op LRN is not supported; supported ops: Add"
+    ):
+        OnnxModel(save(helper.make_node("LRN", ["x"], ["y"], name="lrn_1", size=3), "lrn.onnx"))
+    with pytest.raises(
+        UnsupportedOnnx, match=r"node 'flat' \(Flatten\): attribute\(s\) mystery not supported"
+    ):
+        OnnxModel(save(helper.make_node("Flatten", ["x"], ["y"], name="flat", mystery=1), "attr.onnx"))
+    pads = helper.make_node("Pad", ["x", "p"], ["y"], name="reflect_pad", mode="reflect")
+    graph = helper.make_graph(
+        [pads],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+        [helper.make_tensor("p", TensorProto.INT64, [8], [0, 0, 1, 1, 0, 0, 1, 1])],
+    )
+    onnx.save(
+        helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)]), str(tmp_path / "pad.onnx")
+    )
+    with pytest.raises(
+        UnsupportedOnnx, match=r"node 'reflect_pad' \(Pad\): Pad mode='reflect' is not supported"
+    ):
+        OnnxModel(tmp_path / "pad.onnx")(np.zeros((1, 3, 8, 8), np.float32))
+
+
+def test_bad_files_and_inputs(exported, tmp_path):
+    junk = tmp_path / "junk.onnx"
+    junk.write_bytes(b"\x08\x07 this is not protobuf at all \xff\xff\xff")
+    with pytest.raises(OnnxFormatError, match=r"junk.onnx: not an ONNX model \(unsupported wire type 3\)"):
+        OnnxModel(junk)
+    model = OnnxModel(exported["mobilenet_v2_035"])
+    with pytest.raises(ValueError, match=r"input 'input' needs channels = 3, got 1"):
+        model(np.zeros((1, 1, 64, 64), np.float32))
+    with pytest.raises(ValueError, match=r"input 'input' needs height = 64, got 96"):
+        model(np.zeros((1, 3, 96, 64), np.float32))
+    assert json.loads(json.dumps(model.preprocessing))["crop"] == 224
