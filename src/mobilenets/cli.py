@@ -320,6 +320,21 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_compile_c(args: argparse.Namespace) -> int:
+    from .codegen import build, generate
+
+    generated = generate(args.model, args.output, resolution=args.resolution)
+    print(
+        f"wrote {generated.folder}/model.c, model.h, main.c, Makefile: activation arena "
+        f"{generated.arena_bytes / 1024:.0f} KiB, weights {generated.weight_bytes / 1024 / 1024:.2f} MiB, "
+        f"{generated.classes} classes"
+    )
+    if args.build:
+        binary = build(generated.folder)
+        print(f"built {binary} ({binary.stat().st_size / 1024 / 1024:.2f} MiB); run: {binary} IMAGE.ppm")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mobilenets", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -516,6 +531,15 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("image", metavar="IMAGE", help="PPM/PGM natively; other formats need Pillow")
     run.add_argument("--top-k", type=_positive_int, default=5)
     run.set_defaults(func=cmd_run)
+
+    compile_c = commands.add_parser(
+        "compile-c", help="generate dependency-free C99 (weights, static arena, main)"
+    )
+    compile_c.add_argument("model", metavar="MODEL.onnx")
+    compile_c.add_argument("-o", "--output", required=True, metavar="OUTDIR")
+    compile_c.add_argument("--resolution", type=_positive_int, help="for models exported with a dynamic size")
+    compile_c.add_argument("--build", action="store_true", help="also run make (-O3 -march=native)")
+    compile_c.set_defaults(func=cmd_compile_c)
 
     models = commands.add_parser("models", help="the registered variants with their params, MAdds and top-1")
     models.add_argument("--resolution", type=_positive_int, default=224)
