@@ -228,6 +228,7 @@ def _plan(path: Path, resolution: int | None) -> tuple[Plan, dict]:
                 )
             )
     output_name = graph.outputs[0].name
+    steps = _fuse_activations(steps, output_name)
     _assign_arena(tensors, steps, inputs[0].name, output_name, plan)
     plan.input_offset, plan.output_offset = tensors[inputs[0].name].offset, tensors[output_name].offset
     plan.output_size = tensors[output_name].size
@@ -237,6 +238,42 @@ def _plan(path: Path, resolution: int | None) -> tuple[Plan, dict]:
     for kind, ins, out, d in steps:
         plan.calls.append(_call(kind, [tensors[n] for n in ins], tensors[out], d))
     return plan, proto.metadata
+
+
+ACTIVATION_CODES = {"Relu": 1, "Clip": 2, "HardSwish": 3}
+
+
+def _fuse_activations(steps, output_name):
+    """A conv whose only consumer is a ReLU / Clip / HardSwish applies it before storing: one pass less."""
+    consumers: dict[str, int] = {}
+    for _, ins, _, _ in steps:
+        for name in ins:
+            consumers[name] = consumers.get(name, 0) + 1
+    fused, skip = [], set()
+    for index, (kind, ins, out, details) in enumerate(steps):
+        if index in skip:
+            continue
+        following = steps[index + 1] if index + 1 < len(steps) else None
+        if (
+            kind in ("conv1x1", "depthwise", "conv")
+            and following
+            and following[0] in ACTIVATION_CODES
+            and following[1] == [out]
+            and consumers.get(out) == 1
+            and out != output_name
+        ):
+            act_kind, _, act_out, act_details = following
+            details = dict(
+                details,
+                act=ACTIVATION_CODES[act_kind],
+                lo=act_details.get("low", 0.0),
+                hi=act_details.get("high", 0.0),
+            )
+            fused.append((kind, ins, act_out, details))
+            skip.add(index + 1)
+        else:
+            fused.append((kind, ins, out, details))
+    return fused
 
 
 def _assign_arena(tensors, steps, input_name, output_name, plan) -> None:
@@ -284,13 +321,14 @@ def _assign_arena(tensors, steps, input_name, output_name, plan) -> None:
 
 def _call(kind: str, ins: list[Tensor], out: Tensor, d: dict) -> str:
     x, y = f"A + {ins[0].offset}", f"A + {out.offset}"
+    act = f"{d.get('act', 0)}, {float(d.get('lo', 0.0))!r}f, {float(d.get('hi', 0.0))!r}f"
     if kind == "conv1x1":
-        return f"conv1x1({x}, {d['ho'] * d['wo']}, {d['c']}, {d['w']}, {d['b']}, {d['m']}, {y});"
+        return f"conv1x1({x}, {d['ho'] * d['wo']}, {d['c']}, {d['w']}, {d['b']}, {d['m']}, {y}, {act});"
     if kind in ("depthwise", "conv"):
         g = d
         args = (
             f"{x}, {g['h']}, {g['w']}, {g['c']}, {g['wgt']}, {g['b']}, {g['m']}, {g['kh']}, {g['kw']}, "
-            f"{g['sh']}, {g['sw']}, {g['dh']}, {g['dw']}, {g['pt']}, {g['pl']}, {g['ho']}, {g['wo']}, {y}"
+            f"{g['sh']}, {g['sw']}, {g['dh']}, {g['dw']}, {g['pt']}, {g['pl']}, {g['ho']}, {g['wo']}, {y}, {act}"
         )
         return f"{'depthwise' if kind == 'depthwise' else 'conv_general'}({args});"
     n = out.size
@@ -330,11 +368,32 @@ typedef float v8u __attribute__((vector_size(32), aligned(4)));  /* unaligned lo
 #define STORE(p, v) (*(v8u *)(p) = (v))
 #endif
 
+/* Activations fused into the convolutions' stores: 0 none, 1 ReLU, 2 clip(lo, hi), 3 h-swish. */
+static inline float act_s(float v, int act, float lo, float hi) {
+    if (act == 1) return v > 0.f ? v : 0.f;
+    if (act == 2) { v = v < lo ? lo : v; return v > hi ? hi : v; }
+    if (act == 3) { float g = v * (1.f / 6.f) + 0.5f; g = g < 0.f ? 0.f : g; g = g > 1.f ? 1.f : g; return v * g; }
+    return v;
+}
+#ifdef MOBILENETS_VECTORS
+typedef int v8i __attribute__((vector_size(32)));
+static inline v8 vmax(v8 a, v8 b) { v8i m = a > b; return (v8)(((v8i)a & m) | ((v8i)b & ~m)); }
+static inline v8 vmin(v8 a, v8 b) { v8i m = a < b; return (v8)(((v8i)a & m) | ((v8i)b & ~m)); }
+static inline v8 splat(float v) { v8 r = {v, v, v, v, v, v, v, v}; return r; }
+static inline v8 act_v(v8 v, int act, float lo, float hi) {
+    if (act == 1) return vmax(v, splat(0.f));
+    if (act == 2) return vmin(vmax(v, splat(lo)), splat(hi));
+    if (act == 3) return v * vmin(vmax(v * (1.f / 6.f) + 0.5f, splat(0.f)), splat(1.f));
+    return v;
+}
+#define ST(p, v) STORE((p), act_v((v), act, lo, hi))
+#endif
+
 /* 1x1 convolution = (pixels x cin) . (cin x cout), weights [cin][cout]. The vector path is a register
  * micro-kernel: 6 pixels x 16 output channels of accumulators live in registers for the whole loop over
  * input channels (one broadcast and two FMAs per pixel per input channel). */
 static void conv1x1(const float *restrict x, int pixels, int cin, const float *restrict w,
-                    const float *restrict b, int cout, float *restrict y) {
+                    const float *restrict b, int cout, float *restrict y, int act, float lo, float hi) {
     int p0 = 0;
 #ifdef MOBILENETS_VECTORS
     for (; p0 + 6 <= pixels; p0 += 6) {
@@ -355,12 +414,12 @@ static void conv1x1(const float *restrict x, int pixels, int cin, const float *r
                 s = x0[5 * cin + i]; a5l += s * wl; a5h += s * wh;
             }
             float *yp = y + (size_t)p0 * cout + o0;
-            STORE(yp, a0l); STORE(yp + 8, a0h); yp += cout;
-            STORE(yp, a1l); STORE(yp + 8, a1h); yp += cout;
-            STORE(yp, a2l); STORE(yp + 8, a2h); yp += cout;
-            STORE(yp, a3l); STORE(yp + 8, a3h); yp += cout;
-            STORE(yp, a4l); STORE(yp + 8, a4h); yp += cout;
-            STORE(yp, a5l); STORE(yp + 8, a5h);
+            ST(yp, a0l); ST(yp + 8, a0h); yp += cout;
+            ST(yp, a1l); ST(yp + 8, a1h); yp += cout;
+            ST(yp, a2l); ST(yp + 8, a2h); yp += cout;
+            ST(yp, a3l); ST(yp + 8, a3h); yp += cout;
+            ST(yp, a4l); ST(yp + 8, a4h); yp += cout;
+            ST(yp, a5l); ST(yp + 8, a5h);
         }
         for (; o0 + 8 <= cout; o0 += 8) {
             const v8 bv = LOAD(b + o0);
@@ -371,14 +430,14 @@ static void conv1x1(const float *restrict x, int pixels, int cin, const float *r
                 a3 += x0[3 * cin + i] * wv; a4 += x0[4 * cin + i] * wv; a5 += x0[5 * cin + i] * wv;
             }
             float *yp = y + (size_t)p0 * cout + o0;
-            STORE(yp, a0); STORE(yp + cout, a1); STORE(yp + 2 * cout, a2);
-            STORE(yp + 3 * cout, a3); STORE(yp + 4 * cout, a4); STORE(yp + 5 * cout, a5);
+            ST(yp, a0); ST(yp + cout, a1); ST(yp + 2 * cout, a2);
+            ST(yp + 3 * cout, a3); ST(yp + 4 * cout, a4); ST(yp + 5 * cout, a5);
         }
         for (; o0 < cout; o0++)
             for (int p = 0; p < 6; p++) {
                 float acc = b[o0];
                 for (int i = 0; i < cin; i++) acc += x0[(size_t)p * cin + i] * w[(size_t)i * cout + o0];
-                y[(size_t)(p0 + p) * cout + o0] = acc;
+                y[(size_t)(p0 + p) * cout + o0] = act_s(acc, act, lo, hi);
             }
     }
 #endif
@@ -391,13 +450,14 @@ static void conv1x1(const float *restrict x, int pixels, int cin, const float *r
             const float a = xp[i];
             for (int o = 0; o < cout; o++) yp[o] += a * wi[o];
         }
+        for (int o = 0; o < cout; o++) yp[o] = act_s(yp[o], act, lo, hi);
     }
 }
 
 /* Depthwise, weights [kh][kw][c]: per output pixel, channel accumulators stay in registers across taps. */
 static void depthwise(const float *restrict x, int h, int w, int c, const float *restrict k,
                       const float *restrict b, int m, int kh, int kw, int sh, int sw, int dh, int dw, int pt, int pl,
-                      int ho, int wo, float *restrict y) {
+                      int ho, int wo, float *restrict y, int act, float lo, float hi) {
     (void)m;
     for (int oh = 0; oh < ho; oh++)
         for (int ow = 0; ow < wo; ow++) {
@@ -405,7 +465,7 @@ static void depthwise(const float *restrict x, int h, int w, int c, const float 
             int c0 = 0;
 #ifdef MOBILENETS_VECTORS
             for (; c0 + 16 <= c; c0 += 16) {
-                v8 lo = LOAD(b + c0), hi = LOAD(b + c0 + 8);
+                v8 vlo = LOAD(b + c0), vhi = LOAD(b + c0 + 8);
                 for (int i = 0; i < kh; i++) {
                     const int ih = oh * sh - pt + i * dh;
                     if (ih < 0 || ih >= h) continue;
@@ -413,12 +473,12 @@ static void depthwise(const float *restrict x, int h, int w, int c, const float 
                         const int iw = ow * sw - pl + j * dw;
                         if (iw < 0 || iw >= w) continue;
                         const float *xp = x + ((size_t)ih * w + iw) * c + c0, *kp = k + ((size_t)i * kw + j) * c + c0;
-                        lo += LOAD(xp) * LOAD(kp);
-                        hi += LOAD(xp + 8) * LOAD(kp + 8);
+                        vlo += LOAD(xp) * LOAD(kp);
+                        vhi += LOAD(xp + 8) * LOAD(kp + 8);
                     }
                 }
-                STORE(yp + c0, lo);
-                STORE(yp + c0 + 8, hi);
+                ST(yp + c0, vlo);
+                ST(yp + c0 + 8, vhi);
             }
             for (; c0 + 8 <= c; c0 += 8) {
                 v8 acc = LOAD(b + c0);
@@ -431,7 +491,7 @@ static void depthwise(const float *restrict x, int h, int w, int c, const float 
                         acc += LOAD(x + ((size_t)ih * w + iw) * c + c0) * LOAD(k + ((size_t)i * kw + j) * c + c0);
                     }
                 }
-                STORE(yp + c0, acc);
+                ST(yp + c0, acc);
             }
 #endif
             for (; c0 < c; c0++) {
@@ -445,21 +505,21 @@ static void depthwise(const float *restrict x, int h, int w, int c, const float 
                         acc += x[((size_t)ih * w + iw) * c + c0] * k[((size_t)i * kw + j) * c + c0];
                     }
                 }
-                yp[c0] = acc;
+                yp[c0] = act_s(acc, act, lo, hi);
             }
         }
 }
 
 static void conv_general(const float *restrict x, int h, int w, int c, const float *restrict k /* [kh][kw][c][m] */,
                          const float *restrict b, int m, int kh, int kw, int sh, int sw, int dh, int dw, int pt, int pl,
-                         int ho, int wo, float *restrict y) {
+                         int ho, int wo, float *restrict y, int act, float lo, float hi) {
     for (int oh = 0; oh < ho; oh++)
         for (int ow = 0; ow < wo; ow++) {
             float *yp = y + ((size_t)oh * wo + ow) * m;
             int o0 = 0;
 #ifdef MOBILENETS_VECTORS
             for (; o0 + 16 <= m; o0 += 16) { /* 16 outputs in two registers across every tap and channel */
-                v8 lo = LOAD(b + o0), hi = LOAD(b + o0 + 8);
+                v8 vlo = LOAD(b + o0), vhi = LOAD(b + o0 + 8);
                 for (int i = 0; i < kh; i++) {
                     const int ih = oh * sh - pt + i * dh;
                     if (ih < 0 || ih >= h) continue;
@@ -469,13 +529,13 @@ static void conv_general(const float *restrict x, int h, int w, int c, const flo
                         const float *xp = x + ((size_t)ih * w + iw) * c;
                         const float *kp = k + ((size_t)i * kw + j) * c * m + o0;
                         for (int ci = 0; ci < c; ci++) {
-                            lo += xp[ci] * LOAD(kp + (size_t)ci * m);
-                            hi += xp[ci] * LOAD(kp + (size_t)ci * m + 8);
+                            vlo += xp[ci] * LOAD(kp + (size_t)ci * m);
+                            vhi += xp[ci] * LOAD(kp + (size_t)ci * m + 8);
                         }
                     }
                 }
-                STORE(yp + o0, lo);
-                STORE(yp + o0 + 8, hi);
+                ST(yp + o0, vlo);
+                ST(yp + o0 + 8, vhi);
             }
 #endif
             for (int o = o0; o < m; o++) yp[o] = b[o];
@@ -494,14 +554,11 @@ static void conv_general(const float *restrict x, int h, int w, int c, const flo
                     }
                 }
             }
+            for (int o = o0; o < m; o++) yp[o] = act_s(yp[o], act, lo, hi);
         }
 }
 
 #ifdef MOBILENETS_VECTORS
-typedef int v8i __attribute__((vector_size(32)));
-static inline v8 vmax(v8 a, v8 b) { v8i m = a > b; return (v8)(((v8i)a & m) | ((v8i)b & ~m)); }
-static inline v8 vmin(v8 a, v8 b) { v8i m = a < b; return (v8)(((v8i)a & m) | ((v8i)b & ~m)); }
-static inline v8 splat(float v) { v8 r = {v, v, v, v, v, v, v, v}; return r; }
 #define VECTOR_LOOP(n, body_vector, body_scalar) \
     int i = 0; for (; i + 8 <= (n); i += 8) { body_vector } for (; i < (n); i++) { body_scalar }
 #else
