@@ -43,6 +43,30 @@ def c_runner(onnx_path: Path, work: Path):
     return build_shared_library(onnx_path, work / (onnx_path.stem + "_c"))
 
 
+def sizes(work: Path) -> list[str]:
+    """Arena and binary size per variant, including V3-Small at microcontroller-class resolutions."""
+    try:
+        from mobilenets.codegen import build, generate
+    except ImportError:
+        return []
+    rows = []
+    for name, resolution in [
+        *((n, 224) for n in NAMES),
+        ("mobilenet_v3_small_100", 128),
+        ("mobilenet_v3_small_100", 96),
+        ("mobilenet_v3_small_050", 96),
+    ]:
+        path = export_onnx(create_model(name), work / f"{name}_{resolution}.onnx", resolution=resolution).path
+        generated = generate(path, work / f"{name}_{resolution}_c")
+        binary = build(generated.folder)
+        rows.append(
+            f"| {name} | {resolution}x{resolution} | {generated.weight_bytes / 2**20:.2f} | "
+            f"{generated.arena_bytes / 2**10:.0f} | {binary.stat().st_size / 2**20:.2f} |"
+        )
+        print(rows[-1], flush=True)
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=7)
@@ -79,6 +103,20 @@ def main() -> None:
             "| model | ONNX Runtime | NumPy runner | ratio | target (<= 2x) | generated C | ratio | target (<= 1x) |",
             "|---|---|---|---|---|---|---|---|",
             *rows,
+        ]
+    )
+    size_rows = sizes(work)
+    body += "\n".join(
+        [
+            "",
+            "",
+            "## Generated C: memory and binary size (fp32, batch 1)",
+            "",
+            "The arena is the one static buffer all activations share (a liveness plan); the binary holds the weights.",
+            "",
+            "| model | input | weights (MiB) | activation arena (KiB) | binary (MiB) |",
+            "|---|---|---|---|---|",
+            *size_rows,
         ]
     )
     print(
