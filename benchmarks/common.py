@@ -8,8 +8,6 @@ per-round ratios: both sides of a ratio ran within the same second.
 from __future__ import annotations
 
 import datetime as dt
-import os
-import platform
 import statistics
 import time
 from collections.abc import Callable
@@ -19,24 +17,13 @@ RESULTS = Path(__file__).parent / "results"
 
 
 def machine() -> dict[str, str]:
+    """Date, CPU, cores, threads and library versions (mobilenets.bench.machine_info plus the date)."""
     import torch
 
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    info = {
-        "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-        "cpu": cpu,
-        "cores": str(os.cpu_count()),
-        "torch threads": str(torch.get_num_threads()),
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-    }
+    from mobilenets.bench import machine_info
+
+    info = {"date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")}
+    info |= {k: str(v) for k, v in machine_info(torch.get_num_threads()).items()}
     try:
         import torchvision
 

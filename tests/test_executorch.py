@@ -39,25 +39,10 @@ def test_fp32_pte_matches_pytorch(model, tmp_path):
 def test_int8_pte_is_smaller_and_agrees_on_a_trained_model(tmp_path):
     from mobilenets.data import eval_transform, load_image, scan
     from mobilenets.executorch_export import export_executorch, run_pte
-    from mobilenets.train import config_from_recipe, fit
 
-    run = tmp_path / "run"
-    fit(
-        config_from_recipe(
-            "scratch",
-            data="demo",
-            out=str(run),
-            model="mobilenet_v3_small_075",
-            epochs=6,
-            batch_size=16,
-            image_size=48,
-            workers=0,
-            eval_crop=1.0,
-            crop_scale=(0.85, 1.0),
-            demo_images={"train_per_class": 20, "val_per_class": 10, "size": 64},
-        ),
-        progress=False,
-    )
+    from small_runs import train_small_demo
+
+    run = train_small_demo(tmp_path / "run")
     trained, _ = mobilenets.load(run / "best.safetensors")
     fp32 = export_executorch(trained, tmp_path / "fp32.pte")
     int8 = export_executorch(trained, tmp_path / "int8.pte", quantize=True)

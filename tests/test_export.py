@@ -117,25 +117,9 @@ def test_fuse_folds_batchnorm_and_keeps_the_outputs():
 @pytest.fixture(scope="module")
 def demo_onnx(tmp_path_factory):
     """A small trained model (a few epochs on demo data) exported to ONNX, with its data."""
-    from mobilenets.train import config_from_recipe, fit
+    from small_runs import train_small_demo
 
-    out = tmp_path_factory.mktemp("quant") / "run"
-    fit(
-        config_from_recipe(
-            "scratch",
-            data="demo",
-            out=str(out),
-            model="mobilenet_v3_small_075",
-            epochs=6,
-            batch_size=16,
-            image_size=48,
-            workers=0,
-            eval_crop=1.0,
-            crop_scale=(0.85, 1.0),
-            demo_images={"train_per_class": 20, "val_per_class": 10, "size": 64},
-        ),
-        progress=False,
-    )
+    out = train_small_demo(tmp_path_factory.mktemp("quant") / "run")
     export_onnx(out, out / "model.onnx")
     return out
 
