@@ -118,3 +118,31 @@ def test_cli_compile_c(small, tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "activation arena" in printed and "6 classes" in printed
     assert {p.name for p in (tmp_path / "c").iterdir()} == {"model.c", "model.h", "main.c", "Makefile"}
+
+
+@pytest.mark.parametrize(
+    "name, options, resolution",
+    [
+        # TF "same" padding (asymmetric pads), dilated depthwise layers, 8-wide weight panels (24, 40 ...)
+        ("mobilenet_v2_035", dict(output_stride=8, padding="same"), 72),
+        # 5x5 depthwise kernels, SE, h-swish, dilation in the last stage
+        ("mobilenet_v3_large_075", dict(output_stride=16), 80),
+        # an odd size: border-only columns, partial pixel tiles and 4-pixel blocks that do not divide rows
+        ("mobilenet_v1_025", {}, 67),
+    ],
+)
+def test_every_kernel_path_matches_onnxruntime(name, options, resolution, tmp_path):
+    """The vector kernels have separate paths for image interiors, borders, panel widths and kernel sizes."""
+    from mobilenets.codegen import build_shared_library
+
+    torch.manual_seed(0)
+    model = randomize_batchnorm(
+        mobilenets.create_model(name, num_classes=10, **options).eval(), seed=2, resolution=resolution
+    )
+    path = export_onnx(model, tmp_path / "m.onnx", resolution=resolution).path
+    run = build_shared_library(path, tmp_path / "c")
+    x = probe_inputs(1, resolution, seed=3).numpy()
+    expected = _ort(path, x)
+    got = run(x)
+    assert np.abs(expected - expected.mean()).max() > 1e-3
+    assert np.abs(got - expected).max() / np.abs(expected).max() < 1e-4
