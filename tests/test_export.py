@@ -154,6 +154,18 @@ def test_int8_runs_and_keeps_agreement(demo_onnx, tmp_path):
     assert se.kept_float and all("/se/" in name for name in se.kept_float)
 
 
+def test_calibration_images_cover_every_class_folder():
+    from mobilenets.quantize import spread
+
+    files = [f"{c}/{i:03d}.jpg" for c in mobilenets.demo.CLASSES for i in range(50)]
+    picked = spread(files, 12)
+    assert len(picked) == 12 and picked[0] == files[0] and picked[-1] == files[-1]
+    assert {p.split("/")[0] for p in picked} == set(mobilenets.demo.CLASSES)  # not 12 circles
+    assert spread(files[:5], 12) == files[:5]
+    with pytest.raises(ValueError, match="max_images must be at least 1, got 0"):
+        spread(files, 0)
+
+
 def test_openvino_runs_our_onnx_at_fp32_parity(tmp_path):
     pytest.importorskip("openvino")
     from mobilenets.bench import openvino_compile

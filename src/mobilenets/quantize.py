@@ -41,6 +41,16 @@ class QuantizeReport:
     method: str = "percentile"  # the calibration actually used
 
 
+def spread(files: list[str], count: int) -> list[str]:
+    """``count`` files evenly spaced over the sorted list, so that a class-per-folder tree is calibrated
+    on every class (the first ``count`` files would all come from the first folders)."""
+    if count <= 0:
+        raise ValueError(f"max_images must be at least 1, got {count}")
+    if len(files) <= count:
+        return files
+    return [files[int(i)] for i in np.linspace(0, len(files) - 1, count).round()]
+
+
 def _images(paths: list[str], transform, bad: list[str]) -> Iterator[np.ndarray]:
     for path in paths:
         try:
@@ -93,7 +103,7 @@ def quantize(
         raise ValueError(f"calibration method must be one of {CALIBRATION_METHODS}, got {method!r}")
     info = read_metadata(model_path)
     transform = _transform(info)
-    files = list_images(calibration)[:max_images]
+    files = spread(list_images(calibration), max_images)
     bad: list[str] = []
     images = list(_images(files, transform, bad))
     if not images:
