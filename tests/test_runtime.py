@@ -191,3 +191,33 @@ def test_bad_files_and_inputs(exported, tmp_path):
     with pytest.raises(ValueError, match=r"input 'input' needs height = 64, got 96"):
         model(np.zeros((1, 3, 96, 64), np.float32))
     assert json.loads(json.dumps(model.preprocessing))["crop"] == 224
+
+
+@pytest.mark.parametrize(
+    "size, kernel, stride, dilation, pads",
+    [
+        ((23, 40), 3, 1, 1, (1, 1, 1, 1)),
+        ((60, 50), 3, 2, 1, (0, 0, 1, 1)),  # TF "same": padding only after
+        ((47, 47), 5, 2, 1, (2, 2, 2, 2)),
+        ((30, 26), 5, 1, 2, (4, 4, 4, 4)),  # dilated, as with output_stride 8 / 16
+        ((45, 43), 3, 2, 1, (1, 0, 1, 0)),  # odd size, asymmetric
+        ((12, 12), 3, 1, 1, (1, 1, 1, 1)),  # few pixels: the einsum path
+    ],
+)
+def test_depthwise_conv_matches_torch_on_every_path(size, kernel, stride, dilation, pads):
+    """The depthwise paths (phase-split rows for large maps, patches for small) against torch's conv2d."""
+    from mobilenets.runtime.ops import Conv
+
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((2, 24, *size), dtype=np.float32)
+    w = rng.standard_normal((24, 1, kernel, kernel), dtype=np.float32)
+    b = rng.standard_normal(24, dtype=np.float32)
+    top, left, bottom, right = pads
+    padded = torch.nn.functional.pad(torch.from_numpy(x), (left, right, top, bottom))
+    expected = torch.nn.functional.conv2d(
+        padded, torch.from_numpy(w), torch.from_numpy(b), stride=stride, dilation=dilation, groups=24
+    ).numpy()
+    for _ in range(2):  # the second call reuses the padded work buffers: their borders must still be zero
+        got = Conv(x, w, b, group=24, pads=list(pads), strides=[stride] * 2, dilations=[dilation] * 2)
+        assert got.shape == expected.shape
+        np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-4)

@@ -10,6 +10,8 @@ no transposes in between.
 
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 
 # ---------------------------------------------------------------------------------------------------
@@ -44,15 +46,21 @@ def Conv(
     else:
         raise NotImplementedError(f"auto_pad={auto_pad!r}")
     x = X.transpose(0, 2, 3, 1)  # NHWC view: free when X came from another Conv
-    if top or bottom or left or right:
-        x = np.pad(x, ((0, 0), (top, bottom), (left, right), (0, 0)))
     ho = (h + top + bottom - dh * (kh - 1) - 1) // sh + 1
     wo = (w + left + right - dw * (kw - 1) - 1) // sw + 1
+    depthwise = group == c and c_per_group == 1 and m == c
+    if depthwise and ho * wo > 400:
+        out = _depthwise_rows(x, W, (top, left, bottom, right), ho, wo, kh, kw, sh, sw, dh, dw)
+        if B is not None:
+            out += B
+        return out.transpose(0, 3, 1, 2)
+    if top or bottom or left or right:
+        x = np.pad(x, ((0, 0), (top, bottom), (left, right), (0, 0)))
     if group == 1 and kh == kw == 1:
         x = x[:, : sh * (ho - 1) + 1 : sh, : sw * (wo - 1) + 1 : sw, :]
         out = (np.ascontiguousarray(x).reshape(-1, c) @ W.reshape(m, c).T).reshape(n, ho, wo, m)
-    elif group == c and c_per_group == 1 and m == c:
-        out = _depthwise(x, W, n, ho, wo, c, kh, kw, sh, sw, dh, dw)
+    elif depthwise:
+        out = _depthwise_patches(x, W, n, ho, wo, c, kh, kw, sh, sw, dh, dw)
     elif group == 1:
         out = _im2col_conv(x, W, n, ho, wo, kh, kw, sh, sw, dh, dw)
     else:
@@ -79,40 +87,65 @@ def Conv(
     return out.transpose(0, 3, 1, 2)
 
 
-def _depthwise(x, W, n, ho, wo, c, kh, kw, sh, sw, dh, dw):
-    """Depthwise convolution, channels-last. Two strategies, chosen by shape (measured on a 2-core x86):
-
-    deep layers (few pixels, many channels): one einsum over a strided (N, Ho, Wo, kh, kw, C) patch
-    view, a single pass over memory; shallow layers (many pixels, few channels): k*k multiply-adds of
-    shifted views, each a long vectorised loop.
-    """
+def _depthwise_patches(x, W, n, ho, wo, c, kh, kw, sh, sw, dh, dw):
+    """Depthwise convolution of a deep layer (few pixels, many channels), channels-last, ``x`` padded:
+    one einsum over a strided (N, Ho, Wo, kh, kw, C) patch view, a single pass over memory."""
     weights = np.ascontiguousarray(W.reshape(c, kh, kw).transpose(1, 2, 0))  # (kh, kw, C)
     out = np.empty((n, ho, wo, c), dtype=np.result_type(x, W))
-    if ho * wo <= 400:
-        s_n, s_h, s_w, s_c = x.strides
-        patches = np.lib.stride_tricks.as_strided(
-            x, (n, ho, wo, kh, kw, c), (s_n, s_h * sh, s_w * sw, s_h * dh, s_w * dw, s_c), writeable=False
-        )
-        return np.einsum("nhwijc,ijc->nhwc", patches, weights, out=out)
-    # Shallow layers: k*k multiply-adds of shifted views, over blocks of output rows small enough that a
-    # block, its window and the scratch stay in cache (a 112x112x96 map is 4.8 MB; L2 is about 1 MB).
-    rows = max(1, 131072 // max(1, wo * c))
-    scratch = np.empty((n, min(rows, ho), wo, c), dtype=out.dtype)
-    for r0 in range(0, ho, rows):
-        r1 = min(ho, r0 + rows)
-        block, tmp = out[:, r0:r1], scratch[:, : r1 - r0]
+    s_n, s_h, s_w, s_c = x.strides
+    patches = np.lib.stride_tricks.as_strided(
+        x, (n, ho, wo, kh, kw, c), (s_n, s_h * sh, s_w * sw, s_h * dh, s_w * dw, s_c), writeable=False
+    )
+    return np.einsum("nhwijc,ijc->nhwc", patches, weights, out=out)
+
+
+def _depthwise_rows(x, W, pads, ho, wo, kh, kw, sh, sw, dh, dw):
+    """Depthwise convolution of a shallow layer (many pixels, few channels), channels-last, unpadded ``x``.
+
+    k*k multiply-adds of shifted views over whole output rows. Each tap's weights are repeated along the
+    row, so an op is one contiguous loop of wo*C floats rather than wo loops of C (C is 16-32 at the
+    widest layers). The input is copied once, padded, into ``sw`` column phases (every sw-th padded
+    column), so that a strided layer's windows are contiguous too; the phase buffers are reused across
+    calls with their zero borders in place.
+    """
+    n, h, w, c = x.shape
+    top, left, bottom, right = pads
+    weights = W.reshape(c, kh, kw).transpose(1, 2, 0)  # (kh, kw, C)
+    tiled = np.ascontiguousarray(np.broadcast_to(weights[:, :, None, :], (kh, kw, wo, c))).reshape(kh, kw, -1)
+    padded_h, padded_w = h + top + bottom, w + left + right
+    phases = []
+    for p in range(sw):
+        width = len(range(p, padded_w, sw))
+        phase = _scratch(("phase", p, pads, sw), (n, padded_h, width, c), x.dtype)
+        first = max(0, -(-(left - p) // sw))  # the first phase column that holds an input column
+        columns = x[:, :, p - left + sw * first :: sw, :]
+        phase[:, top : top + h, first : first + columns.shape[2], :] = columns
+        phases.append(phase.reshape(n, padded_h, width * c))
+    out = np.empty((n, ho, wo * c), dtype=np.result_type(x, W))
+    tmp = _scratch("tmp", out.shape, out.dtype)
+    for j in range(kw):
+        rows, start = phases[(j * dw) % sw], (j * dw) // sw * c
         for i in range(kh):
-            top = r0 * sh + i * dh
-            for j in range(kw):
-                window = x[
-                    :, top : top + sh * (r1 - r0 - 1) + 1 : sh, j * dw : j * dw + sw * (wo - 1) + 1 : sw, :
-                ]
-                if i == 0 and j == 0:
-                    np.multiply(window, weights[i, j], out=block)
-                else:
-                    np.multiply(window, weights[i, j], out=tmp)
-                    block += tmp
-    return out
+            window = rows[:, i * dh : i * dh + sh * (ho - 1) + 1 : sh, start : start + wo * c]
+            if i == 0 and j == 0:
+                np.multiply(window, tiled[i, j], out=out)
+            else:
+                np.multiply(window, tiled[i, j], out=tmp)
+                out += tmp
+    return out.reshape(n, ho, wo, c)
+
+
+_SCRATCH = threading.local()  # one set of work buffers per thread: runners may share a process
+
+
+def _scratch(role, shape, dtype) -> np.ndarray:
+    """A work buffer reused across calls (zero-filled when first made): a fresh multi-MB array costs a
+    page fault per 4 KiB page on every call, and a padded buffer keeps its zero border."""
+    buffers = _SCRATCH.__dict__.setdefault("buffers", {})
+    key = (role, shape, np.dtype(dtype))
+    if key not in buffers:
+        buffers[key] = np.zeros(shape, dtype)
+    return buffers[key]
 
 
 def _im2col_conv(x, W, n, ho, wo, kh, kw, sh, sw, dh, dw):
