@@ -63,6 +63,16 @@ def test_built_binary_matches_onnxruntime(small, target, tmp_path):
         assert np.abs(got - expected).max() / np.abs(expected).max() < 1e-4
 
 
+@pytest.mark.parametrize("target", ["model", "portable"])
+def test_builds_without_warnings(small, target):
+    """-Wall (and -pedantic for the portable build) stay quiet: unused kernels are static inline."""
+    _, generated = small
+    result = subprocess.run(
+        ["make", "-s", "-B", target], cwd=generated.folder, capture_output=True, text=True, check=True
+    )
+    assert "warning" not in result.stderr, result.stderr[-2000:]
+
+
 def test_ppm_in_top_k_out_like_the_numpy_runner(small, tmp_path):
     path, generated = small
     binary = build(generated.folder)

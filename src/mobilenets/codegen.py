@@ -369,7 +369,8 @@ def _call(kind: str, ins: list[Tensor], out: Tensor, d: dict) -> str:
 
 
 KERNELS = r"""
-/* Kernels: activations are NHWC, batch 1. */
+/* Kernels: activations are NHWC, batch 1. All static inline: a model uses some of them, and -Wall
+ * does not warn about the inline ones it leaves unused. */
 /* With GCC / Clang the hot kernels use vector extensions (8 floats = one AVX register, two SSE / NEON
  * registers); any other C99 compiler, or -DMOBILENETS_NO_VECTOR_EXTENSIONS, gets the plain loops. */
 #if defined(__GNUC__) && !defined(MOBILENETS_NO_VECTOR_EXTENSIONS)
@@ -407,7 +408,7 @@ static inline v8 act_v(v8 v, int act, float lo, float hi) {
  * over them; the vector path is a register micro-kernel: 6 pixels x 16 output channels of accumulators
  * live in registers for the whole loop over input channels (one broadcast and two FMAs per pixel and
  * input channel), the register blocking of GotoBLAS / BLIS for 16 AVX registers. */
-static void conv1x1(const float *restrict x, int pixels, int cin, const float *restrict w,
+static inline void conv1x1(const float *restrict x, int pixels, int cin, const float *restrict w,
                     const float *restrict b, int cout, float *restrict y, int act, float lo, float hi) {
     int tile = (16384 / (cin > 0 ? cin : 1)) / 6 * 6; /* 64 KiB of input rows */
     if (tile < 6) tile = 6;
@@ -489,6 +490,25 @@ static void conv1x1(const float *restrict x, int pixels, int cin, const float *r
     }
 }
 
+#ifdef MOBILENETS_VECTORS
+/* Border handling for the blocked kernels: output columns [*lo, *hi) read only input columns inside the
+ * image; for output row oh, kernel rows [*lo, *hi) fall inside it. */
+static inline void inner_columns(int w, int kw, int sw, int dw, int pl, int wo, int *lo, int *hi) {
+    int first = (pl + sw - 1) / sw, last = w - 1 - (kw - 1) * dw + pl;
+    last = last < 0 ? 0 : last / sw + 1;
+    if (last > wo) last = wo;
+    *lo = first > last ? last : first;
+    *hi = last;
+}
+static inline void inner_rows(int oh, int h, int kh, int sh, int dh, int pt, int *lo, int *hi) {
+    int first = 0, end = kh;
+    while (first < kh && oh * sh - pt + first * dh < 0) first++;
+    while (end > first && oh * sh - pt + (end - 1) * dh >= h) end--;
+    *lo = first;
+    *hi = end;
+}
+#endif
+
 /* Depthwise, weights [kh][kw][c]. One output pixel, every channel: accumulators stay in registers
  * across the taps that fall inside the image (the border pixels, and the portable path). */
 static inline void depthwise_pixel(const float *restrict x, int h, int w, int c, const float *restrict k,
@@ -552,26 +572,23 @@ static inline __attribute__((always_inline)) void depthwise_4(
 #endif
 
 /* Depthwise convolution. Inside the image (every tap of a row in bounds) the vector path computes 4
- * neighbouring output pixels x 16 channels at once: each weight vector is loaded once for 4 pixels, so
- * a tap costs 1.25 loads per FMA instead of 2; the border pixels go through depthwise_pixel. */
-static void depthwise(const float *restrict x, int h, int w, int c, const float *restrict k,
+ * neighbouring output pixels at once (depthwise_4); the border pixels go through depthwise_pixel. */
+static inline void depthwise(const float *restrict x, int h, int w, int c, const float *restrict k,
                       const float *restrict b, int m, int kh, int kw, int sh, int sw, int dh, int dw, int pt, int pl,
                       int ho, int wo, float *restrict y, int act, float lo, float hi) {
     (void)m;
-    /* Output columns [inner_lo, inner_hi) read only columns inside the image. */
-    int inner_lo = (pl + sw - 1) / sw, inner_hi = w - 1 - (kw - 1) * dw + pl;
-    inner_hi = inner_hi < 0 ? 0 : inner_hi / sw + 1;
-    if (inner_hi > wo) inner_hi = wo;
-    if (inner_lo > inner_hi) inner_lo = inner_hi;
+#ifdef MOBILENETS_VECTORS
+    int inner_lo, inner_hi;
+    inner_columns(w, kw, sw, dw, pl, wo, &inner_lo, &inner_hi);
+#endif
     for (int oh = 0; oh < ho; oh++) {
         int ow = 0;
 #ifdef MOBILENETS_VECTORS
         if (c % 8 == 0) {
             for (; ow < inner_lo; ow++)
                 depthwise_pixel(x, h, w, c, k, b, kh, kw, sh, sw, dh, dw, pt, pl, oh, ow, y + ((size_t)oh * wo + ow) * c, act, lo, hi);
-            int i_lo = 0, i_hi = kh; /* the kernel rows inside the image for this output row */
-            while (i_lo < kh && oh * sh - pt + i_lo * dh < 0) i_lo++;
-            while (i_hi > i_lo && oh * sh - pt + (i_hi - 1) * dh >= h) i_hi--;
+            int i_lo, i_hi;
+            inner_rows(oh, h, kh, sh, dh, pt, &i_lo, &i_hi);
             for (; ow + 4 <= inner_hi; ow += 4) {
                 float *yp = y + ((size_t)oh * wo + ow) * c;
                 const float *xr = x + ((size_t)(oh * sh - pt) * w + (ow * sw - pl)) * c;
@@ -635,22 +652,21 @@ static inline void conv_pixel(const float *restrict x, int h, int w, int c, cons
 /* Inside the image the vector path computes 4 neighbouring output pixels x 16 output channels: each
  * weight vector is loaded once for 4 pixels and 8 accumulators stay in registers across every tap and
  * input channel; the border pixels go through conv_pixel. */
-static void conv_general(const float *restrict x, int h, int w, int c, const float *restrict k /* [kh][kw][c][m] */,
+static inline void conv_general(const float *restrict x, int h, int w, int c, const float *restrict k /* [kh][kw][c][m] */,
                          const float *restrict b, int m, int kh, int kw, int sh, int sw, int dh, int dw, int pt, int pl,
                          int ho, int wo, float *restrict y, int act, float lo, float hi) {
-    int inner_lo = (pl + sw - 1) / sw, inner_hi = w - 1 - (kw - 1) * dw + pl;
-    inner_hi = inner_hi < 0 ? 0 : inner_hi / sw + 1;
-    if (inner_hi > wo) inner_hi = wo;
-    if (inner_lo > inner_hi) inner_lo = inner_hi;
+#ifdef MOBILENETS_VECTORS
+    int inner_lo, inner_hi;
+    inner_columns(w, kw, sw, dw, pl, wo, &inner_lo, &inner_hi);
+#endif
     for (int oh = 0; oh < ho; oh++) {
         int ow = 0;
 #ifdef MOBILENETS_VECTORS
         if (m % 16 == 0) {
             for (; ow < inner_lo; ow++)
                 conv_pixel(x, h, w, c, k, b, m, kh, kw, sh, sw, dh, dw, pt, pl, oh, ow, y + ((size_t)oh * wo + ow) * m, act, lo, hi);
-            int i_lo = 0, i_hi = kh;
-            while (i_lo < kh && oh * sh - pt + i_lo * dh < 0) i_lo++;
-            while (i_hi > i_lo && oh * sh - pt + (i_hi - 1) * dh >= h) i_hi--;
+            int i_lo, i_hi;
+            inner_rows(oh, h, kh, sh, dh, pt, &i_lo, &i_hi);
             const size_t step = (size_t)sw * c;
             for (; ow + 4 <= inner_hi; ow += 4) {
                 float *yp = y + ((size_t)oh * wo + ow) * m;
@@ -691,34 +707,34 @@ static void conv_general(const float *restrict x, int h, int w, int c, const flo
 #else
 #define VECTOR_LOOP(n, body_vector, body_scalar) int i = 0; for (; i < (n); i++) { body_scalar }
 #endif
-static void relu(const float *x, float *y, int n) {
+static inline void relu(const float *x, float *y, int n) {
     VECTOR_LOOP(n, STORE(y + i, vmax(LOAD(x + i), splat(0.f)));, y[i] = x[i] > 0.f ? x[i] : 0.f;)
 }
-static void clip(const float *x, float *y, int n, float lo, float hi) {
+static inline void clip(const float *x, float *y, int n, float lo, float hi) {
     VECTOR_LOOP(n, STORE(y + i, vmin(vmax(LOAD(x + i), splat(lo)), splat(hi)));,
                 { float v = x[i] < lo ? lo : x[i]; y[i] = v > hi ? hi : v; })
 }
-static void hard_sigmoid(const float *x, float *y, int n, float alpha, float beta) {
+static inline void hard_sigmoid(const float *x, float *y, int n, float alpha, float beta) {
     VECTOR_LOOP(n, STORE(y + i, vmin(vmax(LOAD(x + i) * alpha + beta, splat(0.f)), splat(1.f)));,
                 { float v = alpha * x[i] + beta; v = v < 0.f ? 0.f : v; y[i] = v > 1.f ? 1.f : v; })
 }
-static void hard_swish(const float *x, float *y, int n) {
+static inline void hard_swish(const float *x, float *y, int n) {
     VECTOR_LOOP(n, { const v8 v = LOAD(x + i); STORE(y + i, v * vmin(vmax(v * (1.f / 6.f) + 0.5f, splat(0.f)), splat(1.f))); },
                 { float v = x[i] * (1.f / 6.f) + 0.5f; v = v < 0.f ? 0.f : v; v = v > 1.f ? 1.f : v; y[i] = x[i] * v; })
 }
-static void channel_mul(const float *x, const float *s, int pixels, int c, float *y) {
+static inline void channel_mul(const float *x, const float *s, int pixels, int c, float *y) {
     for (int p = 0; p < pixels; p++) for (int ch = 0; ch < c; ch++) y[p * c + ch] = x[p * c + ch] * s[ch];
 }
-static void channel_add(const float *x, const float *s, int pixels, int c, float *y) {
+static inline void channel_add(const float *x, const float *s, int pixels, int c, float *y) {
     for (int p = 0; p < pixels; p++) for (int ch = 0; ch < c; ch++) y[p * c + ch] = x[p * c + ch] + s[ch];
 }
-static void spatial_mean(const float *x, int pixels, int c, float *y) {
+static inline void spatial_mean(const float *x, int pixels, int c, float *y) {
     float sum[4096];
     for (int ch = 0; ch < c; ch++) sum[ch] = 0.f;
     for (int p = 0; p < pixels; p++) for (int ch = 0; ch < c; ch++) sum[ch] += x[p * c + ch];
     for (int ch = 0; ch < c; ch++) y[ch] = sum[ch] / (float)pixels;
 }
-static void gemm(const float *x, int n_in, const float *restrict w /* [in][out] */, const float *b, int n_out,
+static inline void gemm(const float *x, int n_in, const float *restrict w /* [in][out] */, const float *b, int n_out,
                  float *restrict y) {
     /* y = b + sum_i x[i] * w[i]: a row update per input, no reduction, so it vectorises. */
     for (int o = 0; o < n_out; o++) y[o] = b[o];
