@@ -221,3 +221,24 @@ def test_depthwise_conv_matches_torch_on_every_path(size, kernel, stride, dilati
         got = Conv(x, w, b, group=24, pads=list(pads), strides=[stride] * 2, dilations=[dilation] * 2)
         assert got.shape == expected.shape
         np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-4)
+
+
+@pytest.mark.parametrize(
+    "group, stride, pads", [(1, 2, (1, 1, 1, 1)), (2, 1, (0, 1, 0, 1)), (1, 1, (0, 0, 0, 0))]
+)
+def test_general_conv_matches_torch(group, stride, pads):
+    """The im2col path: the stem (3 input channels, stride 2), grouped and unpadded convolutions."""
+    from mobilenets.runtime.ops import Conv
+
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((2, 6, 19, 23), dtype=np.float32)
+    w = rng.standard_normal((8, 6 // group, 3, 3), dtype=np.float32)
+    b = rng.standard_normal(8, dtype=np.float32)
+    top, left, bottom, right = pads
+    padded = torch.nn.functional.pad(torch.from_numpy(x), (left, right, top, bottom))
+    expected = torch.nn.functional.conv2d(
+        padded, torch.from_numpy(w), torch.from_numpy(b), stride=stride, groups=group
+    ).numpy()
+    got = Conv(x, w, b, group=group, pads=list(pads), strides=[stride] * 2)
+    assert got.shape == expected.shape
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-4)

@@ -54,34 +54,29 @@ def Conv(
         if B is not None:
             out += B
         return out.transpose(0, 3, 1, 2)
-    if top or bottom or left or right:
-        x = np.pad(x, ((0, 0), (top, bottom), (left, right), (0, 0)))
+    padding = ((0, 0), (top, bottom), (left, right), (0, 0))
     if group == 1 and kh == kw == 1:
+        x = np.pad(x, padding) if top or bottom or left or right else x
         x = x[:, : sh * (ho - 1) + 1 : sh, : sw * (wo - 1) + 1 : sw, :]
         out = (np.ascontiguousarray(x).reshape(-1, c) @ W.reshape(m, c).T).reshape(n, ho, wo, m)
     elif depthwise:
+        x = np.pad(x, padding) if top or bottom or left or right else x
         out = _depthwise_patches(x, W, n, ho, wo, c, kh, kw, sh, sw, dh, dw)
-    elif group == 1:
-        out = _im2col_conv(x, W, n, ho, wo, kh, kw, sh, sw, dh, dw)
     else:
+        # The stem reads the network's NCHW input: pad it as NCHW (a plain copy, not a transpose).
+        padded = (
+            np.pad(X, ((0, 0), (0, 0), (top, bottom), (left, right))) if top or bottom or left or right else X
+        )
         per_group = m // group
         outs = [
             _im2col_conv(
-                x[..., g * c_per_group : (g + 1) * c_per_group],
+                padded[:, g * c_per_group : (g + 1) * c_per_group],
                 W[g * per_group : (g + 1) * per_group],
-                n,
-                ho,
-                wo,
-                kh,
-                kw,
-                sh,
-                sw,
-                dh,
-                dw,
+                (n, ho, wo, kh, kw, sh, sw, dh, dw),
             )
             for g in range(group)
         ]
-        out = np.concatenate(outs, axis=-1)
+        out = outs[0] if group == 1 else np.concatenate(outs, axis=-1)
     if B is not None:
         out += B
     return out.transpose(0, 3, 1, 2)
@@ -148,18 +143,22 @@ def _scratch(role, shape, dtype) -> np.ndarray:
     return buffers[key]
 
 
-def _im2col_conv(x, W, n, ho, wo, kh, kw, sh, sw, dh, dw):
-    """General convolution: gather (N, Ho, Wo, kh, kw, C) patches, then one matrix product."""
-    c = x.shape[-1]
-    m = W.shape[0]
-    x = np.ascontiguousarray(x)
-    s_n, s_h, s_w, s_c = x.strides
-    patches = np.lib.stride_tricks.as_strided(
-        x, (n, ho, wo, kh, kw, c), (s_n, s_h * sh, s_w * sw, s_h * dh, s_w * dw, s_c), writeable=False
-    )
-    columns = patches.reshape(n * ho * wo, kh * kw * c)
+def _im2col_conv(X, W, geometry):
+    """General convolution of a padded NCHW ``X`` (in MobileNets, the stem): one row of columns per
+    (tap, input channel), each a strided copy of the whole output grid, then one matrix product. Rows
+    of N*Ho*Wo floats keep the copies long when C is 3, where a (pixel, tap, channel) gather would
+    copy 3 floats at a time. Returns NHWC."""
+    n, ho, wo, kh, kw, sh, sw, dh, dw = geometry
+    c, m = X.shape[1], W.shape[0]
+    columns = np.empty((kh, kw, c, n, ho, wo), dtype=X.dtype)
+    for i in range(kh):
+        for j in range(kw):
+            window = X[
+                :, :, i * dh : i * dh + sh * (ho - 1) + 1 : sh, j * dw : j * dw + sw * (wo - 1) + 1 : sw
+            ]
+            columns[i, j] = window.transpose(1, 0, 2, 3)
     kernel = W.transpose(2, 3, 1, 0).reshape(kh * kw * c, m)
-    return (columns @ kernel).reshape(n, ho, wo, m)
+    return (columns.reshape(kh * kw * c, n * ho * wo).T @ kernel).reshape(n, ho, wo, m)
 
 
 def BatchNormalization(X, scale, B, input_mean, input_var, *, epsilon=1e-5, momentum=0.9, training_mode=0):
