@@ -46,6 +46,7 @@ class OnnxModel:
         self.outputs = [o.name for o in self.graph.outputs]
         self._check_supported()
         self._last_use = self._liveness()
+        self._steps = self._schedule()
 
     def _check_supported(self) -> None:
         for node in self.graph.nodes:
@@ -74,6 +75,24 @@ class OnnxModel:
             last[name] = len(self.graph.nodes)
         return last
 
+    def _schedule(self) -> list[tuple]:
+        """Per node, everything the run loop needs, resolved once: the op, its inputs (trailing
+        optional ones dropped), attributes, outputs, and the values that die after it."""
+        steps = []
+        for index, node in enumerate(self.graph.nodes):
+            inputs = list(node.inputs)
+            while inputs and not inputs[-1]:
+                inputs.pop()
+            frees = tuple(
+                dict.fromkeys(
+                    name
+                    for name in node.inputs
+                    if name and self._last_use.get(name) == index and name not in self.initializers
+                )
+            )
+            steps.append((OPS[node.op_type], tuple(inputs), _kwargs(node), tuple(node.outputs), frees, node))
+        return steps
+
     # -- running -----------------------------------------------------------------------------------
     def check_input(self, x: np.ndarray) -> np.ndarray:
         spec = self.inputs[0]
@@ -93,22 +112,19 @@ class OnnxModel:
             feeds = {self.inputs[0].name: self.check_input(feeds)}
         values: dict[str, np.ndarray] = dict(self.initializers)
         values.update(feeds)
-        for index, node in enumerate(self.graph.nodes):
-            args = [values[name] if name else None for name in node.inputs]
-            while args and args[-1] is None:
-                args.pop()
+        for function, inputs, kwargs, outputs, frees, node in self._steps:
             try:
-                result = OPS[node.op_type](*args, **_kwargs(node))
+                result = function(*[values[name] if name else None for name in inputs], **kwargs)
             except NotImplementedError as error:
                 raise UnsupportedOnnx(
                     f"node {node.name or '(unnamed)'!r} ({node.op_type}): {error} is not supported"
                 ) from None
-            results = result if isinstance(result, tuple) else (result,)
-            for name, value in zip(node.outputs, results, strict=False):
-                values[name] = value
-            for name in node.inputs:
-                if name and self._last_use.get(name) == index and name not in self.initializers:
-                    del values[name]
+            if isinstance(result, tuple):
+                values.update(zip(outputs, result, strict=False))
+            else:
+                values[outputs[0]] = result
+            for name in frees:
+                del values[name]
         return [np.ascontiguousarray(values[name]) for name in self.outputs]
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
