@@ -49,28 +49,21 @@ def Conv(
     ho = (h + top + bottom - dh * (kh - 1) - 1) // sh + 1
     wo = (w + left + right - dw * (kw - 1) - 1) // sw + 1
     depthwise = group == c and c_per_group == 1 and m == c
+    nhwc_pads = ((0, 0), (top, bottom), (left, right), (0, 0))
     if depthwise and ho * wo > 100:  # measured: rows win down to 14x14 maps; a 7x7 map is a few rows
         out = _depthwise_rows(x, W, (top, left, bottom, right), ho, wo, kh, kw, sh, sw, dh, dw)
-        if B is not None:
-            out += B
-        return out.transpose(0, 3, 1, 2)
-    padding = ((0, 0), (top, bottom), (left, right), (0, 0))
-    if group == 1 and kh == kw == 1:
-        x = np.pad(x, padding) if top or bottom or left or right else x
-        x = x[:, : sh * (ho - 1) + 1 : sh, : sw * (wo - 1) + 1 : sw, :]
-        out = (np.ascontiguousarray(x).reshape(-1, c) @ W.reshape(m, c).T).reshape(n, ho, wo, m)
     elif depthwise:
-        x = np.pad(x, padding) if top or bottom or left or right else x
-        out = _depthwise_patches(x, W, n, ho, wo, c, kh, kw, sh, sw, dh, dw)
+        out = _depthwise_patches(_padded(x, nhwc_pads), W, n, ho, wo, c, kh, kw, sh, sw, dh, dw)
+    elif group == 1 and kh == kw == 1:
+        x = _padded(x, nhwc_pads)[:, : sh * (ho - 1) + 1 : sh, : sw * (wo - 1) + 1 : sw, :]
+        out = (np.ascontiguousarray(x).reshape(-1, c) @ W.reshape(m, c).T).reshape(n, ho, wo, m)
     else:
         # The stem reads the network's NCHW input: pad it as NCHW (a plain copy, not a transpose).
-        padded = (
-            np.pad(X, ((0, 0), (0, 0), (top, bottom), (left, right))) if top or bottom or left or right else X
-        )
+        X = _padded(X, ((0, 0), (0, 0), (top, bottom), (left, right)))
         per_group = m // group
         outs = [
             _im2col_conv(
-                padded[:, g * c_per_group : (g + 1) * c_per_group],
+                X[:, g * c_per_group : (g + 1) * c_per_group],
                 W[g * per_group : (g + 1) * per_group],
                 (n, ho, wo, kh, kw, sh, sw, dh, dw),
             )
@@ -80,6 +73,11 @@ def Conv(
     if B is not None:
         out += B
     return out.transpose(0, 3, 1, 2)
+
+
+def _padded(array, widths):
+    """``np.pad`` with zeros, without its copy when there is nothing to pad (the 1x1 convolutions)."""
+    return np.pad(array, widths) if any(before or after for before, after in widths) else array
 
 
 def _depthwise_patches(x, W, n, ho, wo, c, kh, kw, sh, sw, dh, dw):
