@@ -40,6 +40,13 @@ def _plt():
     return plt
 
 
+def _save(fig, path: Path) -> None:
+    """Every figure is written the same way: tight layout, 110 dpi PNG, and the figure freed."""
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    _plt().close(fig)
+
+
 # 1 ---------------------------------------------------------------------------------------------------
 
 
@@ -97,9 +104,7 @@ def plot_separable_cost(path: Path) -> dict:
     )
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _save(fig, path)
     return data
 
 
@@ -150,9 +155,7 @@ def plot_manifold(path: Path) -> dict:
     fig.suptitle(
         "ReLU on a low-dimensional manifold: narrow embeddings lose it (MobileNetV2, Figure 1)", fontsize=10
     )
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _save(fig, path)
     return data
 
 
@@ -225,9 +228,7 @@ def plot_blocks(path: Path) -> dict:
         ha="center",
         fontsize=8,
     )
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _save(fig, path)
     return data
 
 
@@ -275,9 +276,7 @@ def plot_activations(path: Path) -> dict:
         "h-swish = x ReLU6(x + 3) / 6: piecewise linear, cheap, and close to swish (MobileNetV3, Section 5.2)",
         fontsize=10,
     )
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _save(fig, path)
     return d
 
 
@@ -325,9 +324,7 @@ def plot_accuracy_madds(path: Path) -> list[dict]:
     ax.xaxis.set_minor_formatter(NullFormatter())
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _save(fig, path)
     return data
 
 
@@ -412,9 +409,7 @@ def plot_se_gates(path: Path, model=None) -> dict:
         f"each image re-weights the channels (mean |difference| {data['mean_abs_difference']:.3f})",
     )
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _save(fig, path)
     return data
 
 
