@@ -409,7 +409,7 @@ static inline v8 act_v(v8 v, int act, float lo, float hi) {
  * live in registers for the whole loop over input channels (one broadcast and two FMAs per pixel and
  * input channel), the register blocking of GotoBLAS / BLIS for 16 AVX registers. */
 static inline void conv1x1(const float *restrict x, int pixels, int cin, const float *restrict w,
-                    const float *restrict b, int cout, float *restrict y, int act, float lo, float hi) {
+                           const float *restrict b, int cout, float *restrict y, int act, float lo, float hi) {
     int tile = (16384 / (cin > 0 ? cin : 1)) / 6 * 6; /* 64 KiB of input rows */
     if (tile < 6) tile = 6;
     for (int t0 = 0; t0 < pixels; t0 += tile) {
@@ -574,8 +574,8 @@ static inline __attribute__((always_inline)) void depthwise_4(
 /* Depthwise convolution. Inside the image (every tap of a row in bounds) the vector path computes 4
  * neighbouring output pixels at once (depthwise_4); the border pixels go through depthwise_pixel. */
 static inline void depthwise(const float *restrict x, int h, int w, int c, const float *restrict k,
-                      const float *restrict b, int m, int kh, int kw, int sh, int sw, int dh, int dw, int pt, int pl,
-                      int ho, int wo, float *restrict y, int act, float lo, float hi) {
+                             const float *restrict b, int m, int kh, int kw, int sh, int sw, int dh, int dw, int pt, int pl,
+                             int ho, int wo, float *restrict y, int act, float lo, float hi) {
     (void)m;
 #ifdef MOBILENETS_VECTORS
     int inner_lo, inner_hi;
@@ -653,8 +653,8 @@ static inline void conv_pixel(const float *restrict x, int h, int w, int c, cons
  * weight vector is loaded once for 4 pixels and 8 accumulators stay in registers across every tap and
  * input channel; the border pixels go through conv_pixel. */
 static inline void conv_general(const float *restrict x, int h, int w, int c, const float *restrict k /* [kh][kw][c][m] */,
-                         const float *restrict b, int m, int kh, int kw, int sh, int sw, int dh, int dw, int pt, int pl,
-                         int ho, int wo, float *restrict y, int act, float lo, float hi) {
+                                const float *restrict b, int m, int kh, int kw, int sh, int sw, int dh, int dw, int pt, int pl,
+                                int ho, int wo, float *restrict y, int act, float lo, float hi) {
 #ifdef MOBILENETS_VECTORS
     int inner_lo, inner_hi;
     inner_columns(w, kw, sw, dw, pl, wo, &inner_lo, &inner_hi);
@@ -735,7 +735,7 @@ static inline void spatial_mean(const float *x, int pixels, int c, float *y) {
     for (int ch = 0; ch < c; ch++) y[ch] = sum[ch] / (float)pixels;
 }
 static inline void gemm(const float *x, int n_in, const float *restrict w /* [in][out] */, const float *b, int n_out,
-                 float *restrict y) {
+                        float *restrict y) {
     /* y = b + sum_i x[i] * w[i]: row updates, four weight rows per pass over y (a classifier's weights
      * come from memory, and four streams keep the prefetchers busier than one; measured 1.3x). */
     for (int o = 0; o < n_out; o++) y[o] = b[o];
