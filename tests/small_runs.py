@@ -1,4 +1,5 @@
-"""A small model trained for a few epochs on generated demo data: for tests that need real, trained weights."""
+"""Small models for tests: one trained for a few epochs on generated demo data (for tests that need real,
+trained weights), and an untrained six-class classifier with calibrated BN, exported to ONNX."""
 
 from __future__ import annotations
 
@@ -22,3 +23,24 @@ def train_small_demo(out: Path) -> Path:
 
     fit(config_from_recipe("scratch", data="demo", out=str(out), **SMALL_DEMO), progress=False)
     return out
+
+
+def shapes_classifier_onnx(path: Path, resolution: int, seed: int):
+    """V3-Small 0.5 with the demo's six class names and preprocessing in its metadata, BN calibrated so
+    that the logits depend on the input, exported to ONNX at ``path``. Returns (model, onnx path)."""
+    import torch
+
+    import mobilenets
+    from mobilenets.export import export_onnx
+
+    from parity import randomize_batchnorm
+
+    torch.manual_seed(0)
+    model = randomize_batchnorm(
+        mobilenets.create_model("mobilenet_v3_small_050", num_classes=6).eval(),
+        seed=seed,
+        resolution=resolution,
+    )
+    model.class_names = list(mobilenets.demo.CLASSES)
+    model.preprocessing = mobilenets.preprocessing.Preprocessing(resize=resolution, crop=resolution)
+    return model, export_onnx(model, path).path

@@ -15,6 +15,7 @@ from mobilenets.export import export_onnx, probe_inputs
 from mobilenets.runtime import OnnxModel
 
 from parity import randomize_batchnorm
+from small_runs import shapes_classifier_onnx
 
 ort = pytest.importorskip("onnxruntime")
 pytestmark = pytest.mark.skipif(
@@ -26,13 +27,7 @@ pytestmark = pytest.mark.skipif(
 def small(tmp_path_factory):
     """A microcontroller-class model: V3-Small 0.5 at 96 px, six classes, calibrated BN."""
     folder = tmp_path_factory.mktemp("codegen")
-    torch.manual_seed(0)
-    model = randomize_batchnorm(
-        mobilenets.create_model("mobilenet_v3_small_050", num_classes=6).eval(), seed=1, resolution=96
-    )
-    model.class_names = list(mobilenets.demo.CLASSES)
-    model.preprocessing = mobilenets.preprocessing.Preprocessing(resize=96, crop=96)
-    path = export_onnx(model, folder / "small.onnx").path
+    _, path = shapes_classifier_onnx(folder / "small.onnx", resolution=96, seed=1)
     generated = generate(path, folder / "c")
     return path, generated
 

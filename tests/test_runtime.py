@@ -15,6 +15,7 @@ from mobilenets.export import export_onnx, probe_inputs
 from mobilenets.runtime import OnnxFormatError, OnnxModel, UnsupportedOnnx
 
 from parity import randomize_batchnorm
+from small_runs import shapes_classifier_onnx
 
 ort = pytest.importorskip("onnxruntime")
 onnx = pytest.importorskip("onnx")
@@ -109,13 +110,7 @@ def test_runs_where_torch_onnx_and_onnxruntime_cannot_be_imported(exported, tmp_
 
 
 def test_mobilenets_run_prints_the_top_k_with_class_names(tmp_path):
-    torch.manual_seed(0)
-    model = randomize_batchnorm(
-        mobilenets.create_model("mobilenet_v3_small_050", num_classes=6).eval(), seed=3, resolution=64
-    )
-    model.class_names = list(mobilenets.demo.CLASSES)
-    model.preprocessing = mobilenets.preprocessing.Preprocessing(resize=64, crop=64)
-    path = export_onnx(model, tmp_path / "shapes.onnx").path
+    model, path = shapes_classifier_onnx(tmp_path / "shapes.onnx", resolution=64, seed=3)
     picture = mobilenets.demo.image("val", 1, size=64)[0]
     ppm = tmp_path / "cross.ppm"
     picture.save(ppm)
