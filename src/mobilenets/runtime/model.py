@@ -45,7 +45,6 @@ class OnnxModel:
         self.inputs = [i for i in self.graph.inputs if i.name not in self.initializers]
         self.outputs = [o.name for o in self.graph.outputs]
         self._check_supported()
-        self._last_use = self._liveness()
         self._steps = self._schedule()
 
     def _check_supported(self) -> None:
@@ -78,7 +77,7 @@ class OnnxModel:
     def _schedule(self) -> list[tuple]:
         """Per node, everything the run loop needs, resolved once: the op, its inputs (trailing
         optional ones dropped), attributes, outputs, and the values that die after it."""
-        steps = []
+        last_use, steps = self._liveness(), []
         for index, node in enumerate(self.graph.nodes):
             inputs = list(node.inputs)
             while inputs and not inputs[-1]:
@@ -87,7 +86,7 @@ class OnnxModel:
                 dict.fromkeys(
                     name
                     for name in node.inputs
-                    if name and self._last_use.get(name) == index and name not in self.initializers
+                    if name and last_use.get(name) == index and name not in self.initializers
                 )
             )
             steps.append((OPS[node.op_type], tuple(inputs), _kwargs(node), tuple(node.outputs), frees, node))
