@@ -145,13 +145,24 @@ def test_int8_runs_and_keeps_agreement(demo_onnx, tmp_path):
         and "int8 QDQ" in meta["quantization"]
     )
     assert (tmp_path / "int8.onnx").stat().st_size < 0.5 * (demo_onnx / "model.onnx").stat().st_size
+    # 7-bit weights by default: no-VNNI x86 kernels saturate int16 pair sums of full-range products.
+    assert "weight-bits=7" in meta["quantization"] and _largest_int8_weight(proto) == 64
     se = quantize(
         demo_onnx / "model.onnx",
         tmp_path / "se.onnx",
         demo_onnx / "demo-data" / "train",
         keep_float=("/se/",),
+        reduce_range=False,
     )
     assert se.kept_float and all("/se/" in name for name in se.kept_float)
+    assert _largest_int8_weight(onnx.load(str(se.path))) == 127
+
+
+def _largest_int8_weight(proto) -> int:
+    weights = [
+        onnx.numpy_helper.to_array(t) for t in proto.graph.initializer if t.data_type == onnx.TensorProto.INT8
+    ]
+    return max(int(np.abs(w.astype(np.int32)).max()) for w in weights if w.size > 1)
 
 
 def test_calibration_images_cover_every_class_folder():

@@ -248,9 +248,10 @@ def cmd_quantize(args: argparse.Namespace) -> int:
         keep_float=keep,
         max_images=args.max_images,
         labelled=args.labelled,
+        reduce_range=not args.full_range_weights,
     )
     print(
-        f"wrote {report.path}: int8 QDQ, calibrated on {report.calibration_images} images ({args.method})"
+        f"wrote {report.path}: int8 QDQ ({'8' if args.full_range_weights else '7'}-bit weights), calibrated on {report.calibration_images} images ({args.method})"
         + (f", {len(report.kept_float)} nodes kept in float" if report.kept_float else "")
     )
     print(f"top-1 agreement with fp32 on the calibration images: {report.agreement:.2%}")
@@ -488,6 +489,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="keep these in float: 'se' (squeeze-excite), 'head', or node-name fragments",
     )
     quantize.add_argument("--max-images", type=_positive_int, default=300)
+    quantize.add_argument(
+        "--full-range-weights",
+        action="store_true",
+        help="8-bit weights (default 7: x86 CPUs without VNNI saturate int16 sums of full-range products)",
+    )
     quantize.set_defaults(func=cmd_quantize)
 
     bench = commands.add_parser(
