@@ -197,6 +197,7 @@ def test_bad_files_and_inputs(exported, tmp_path):
         ((30, 26), 5, 1, 2, (4, 4, 4, 4)),  # dilated, as with output_stride 8 / 16
         ((45, 43), 3, 2, 1, (1, 0, 1, 0)),  # odd size, asymmetric
         ((12, 12), 3, 1, 1, (1, 1, 1, 1)),  # few pixels: the einsum path
+        ((120, 100), 3, 2, 1, (0, 0, 1, 1)),  # strided with an input over 2 MB: patches, not phases
     ],
 )
 def test_depthwise_conv_matches_torch_on_every_path(size, kernel, stride, dilation, pads):

@@ -50,7 +50,9 @@ def Conv(
     wo = (w + left + right - dw * (kw - 1) - 1) // sw + 1
     depthwise = group == c and c_per_group == 1 and m == c
     nhwc_pads = ((0, 0), (top, bottom), (left, right), (0, 0))
-    if depthwise and ho * wo > 100:  # measured: rows win down to 14x14 maps; a 7x7 map is a few rows
+    # Measured: rows win down to 14x14 maps (a 7x7 map is a few rows), except on a strided layer whose
+    # input outgrows L2 (V2's 112x112x96): there the phase copy costs more than the patch view saves.
+    if depthwise and ho * wo > 100 and not (sh > 1 and x.nbytes > 2**21):
         out = _depthwise_rows(x, W, (top, left, bottom, right), ho, wo, kh, kw, sh, sw, dh, dw)
     elif depthwise:
         out = _depthwise_patches(_padded(x, nhwc_pads), W, n, ho, wo, c, kh, kw, sh, sw, dh, dw)
