@@ -78,8 +78,18 @@ def Conv(
 
 
 def _padded(array, widths):
-    """``np.pad`` with zeros, without its copy when there is nothing to pad (the 1x1 convolutions)."""
-    return np.pad(array, widths) if any(before or after for before, after in widths) else array
+    """``array`` zero-padded by ``widths``, in a work buffer that is only valid until the next call with
+    the same shapes (convolutions read it and let it go). No copy when there is nothing to pad (the 1x1
+    convolutions). Cheaper than ``np.pad``, whose Python-level set-up costs ~30 us a call: a small
+    network makes over a hundred of them."""
+    if not any(before or after for before, after in widths):
+        return array
+    shape = tuple(size + before + after for size, (before, after) in zip(array.shape, widths, strict=True))
+    buffer = _scratch(("padded", widths), shape, array.dtype)  # its zero border is never written
+    buffer[
+        tuple(slice(before, before + size) for size, (before, _) in zip(array.shape, widths, strict=True))
+    ] = array
+    return buffer
 
 
 def _depthwise_patches(x, W, n, ho, wo, c, kh, kw, sh, sw, dh, dw):
