@@ -11,8 +11,9 @@ AVX-512) multiply uint8 activations by int8 weights with ``vpmaddubsw``, which a
 a saturating int16: two full-range products (255 * 127 * 2) overflow it and the output is silently
 clipped. ONNX Runtime's CPU kernels take that path, and on the trained demo model it flips 1.7% of the
 top-1 predictions (98.3% agreement with fp32); with 7-bit weights the pair sum fits and agreement is
-99.7% (benchmarks/results/deploy.md). OpenVINO and VNNI/ARM kernels do not saturate; pass
-``reduce_range=False`` for the extra bit there.
+99.7% (benchmarks/results/deploy.md). VNNI (``vpdpbusd``) and ARM dot-product kernels accumulate in int32
+and do not saturate (OpenVINO on this AVX2 CPU also kept 99.3% with 8 bits); pass ``reduce_range=False``
+for the extra bit there.
 
 The API follows ``onnxruntime.quantization.quantize_static``: path in, path out, a calibration source.
 """
