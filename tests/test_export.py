@@ -158,6 +158,22 @@ def test_int8_runs_and_keeps_agreement(demo_onnx, tmp_path):
     assert _largest_int8_weight(onnx.load(str(se.path))) == 127
 
 
+def test_quantize_cli_reports_agreement_and_weight_bits(demo_onnx, tmp_path, capsys):
+    out = tmp_path / "cli.int8.onnx"
+    args = [
+        "quantize",
+        str(demo_onnx / "model.onnx"),
+        "--calibration",
+        str(demo_onnx / "demo-data" / "train"),
+    ]
+    assert main([*args, "--max-images", "12", "--full-range-weights", "-o", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert f"wrote {out}: int8 QDQ (8-bit weights), calibrated on 12 images (percentile)" in printed
+    assert "top-1 agreement with fp32 on the calibration images: " in printed
+    meta = {p.key: p.value for p in onnx.load(str(out)).metadata_props}
+    assert "weight-bits=8" in meta["quantization"]
+
+
 def _largest_int8_weight(proto) -> int:
     weights = [
         onnx.numpy_helper.to_array(t) for t in proto.graph.initializer if t.data_type == onnx.TensorProto.INT8
