@@ -166,12 +166,17 @@ def test_quantize_cli_reports_agreement_and_weight_bits(demo_onnx, tmp_path, cap
         "--calibration",
         str(demo_onnx / "demo-data" / "train"),
     ]
-    assert main([*args, "--max-images", "12", "--full-range-weights", "-o", str(out)]) == 0
+    options = ["--max-images", "12", "--percentile", "99.99", "--full-range-weights", "-o", str(out)]
+    assert main([*args, *options]) == 0
     printed = capsys.readouterr().out
     assert f"wrote {out}: int8 QDQ (8-bit weights), calibrated on 12 images (percentile)" in printed
     assert "top-1 agreement with fp32 on the calibration images: " in printed
     meta = {p.key: p.value for p in onnx.load(str(out)).metadata_props}
     assert "weight-bits=8" in meta["quantization"]
+    assert main([*args, "--percentile", "999", "-o", str(tmp_path / "never.onnx")]) == 2
+    error = capsys.readouterr().err
+    assert "mobilenets quantize: error: percentile must be above 50 and at most 100, got 999.0" in error
+    assert not (tmp_path / "never.onnx").exists()
 
 
 def _largest_int8_weight(proto) -> int:

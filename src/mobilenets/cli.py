@@ -249,6 +249,7 @@ def cmd_quantize(args: argparse.Namespace) -> int:
         max_images=args.max_images,
         labelled=args.labelled,
         reduce_range=not args.full_range_weights,
+        percentile=args.percentile,
     )
     bits = 8 if args.full_range_weights else 7
     print(
@@ -480,6 +481,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--labelled", metavar="DIR", help="class sub-folders: report fp32 and int8 accuracy"
     )
     quantize.add_argument("--method", choices=["percentile", "minmax", "entropy"], default="percentile")
+    quantize.add_argument(
+        "--percentile",
+        type=float,
+        default=99.999,
+        help="with --method percentile: the share of each activation's values the range must hold",
+    )
     quantize.add_argument(
         "--per-tensor", action="store_true", help="per-tensor weights (default per-channel)"
     )

@@ -111,6 +111,8 @@ def quantize(
 
     if method not in CALIBRATION_METHODS:
         raise ValueError(f"calibration method must be one of {CALIBRATION_METHODS}, got {method!r}")
+    if not 50 < percentile <= 100:
+        raise ValueError(f"percentile must be above 50 and at most 100, got {percentile}")
     info = read_metadata(model_path)
     transform = _transform(info)
     files = spread(list_images(calibration), max_images)
