@@ -219,6 +219,24 @@ def test_depthwise_conv_matches_torch_on_every_path(size, kernel, stride, dilati
         np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-4)
 
 
+def test_work_buffers_stay_bounded_and_correct_across_many_shapes(monkeypatch):
+    """A process that runs many resolutions must not keep every shape's buffers; dropping them must not
+    change a result (rebuilt padded buffers start zero-filled again)."""
+    from mobilenets.runtime import ops
+
+    monkeypatch.setattr(ops, "SCRATCH_LIMIT", 60_000)  # a 40x40x8 map pads to 56 KB
+    monkeypatch.setattr(ops._SCRATCH, "buffers", {}, raising=False)
+    rng = np.random.default_rng(2)
+    w = rng.standard_normal((8, 1, 3, 3), dtype=np.float32)
+    for size in (40, 24, 33, 40, 17, 24):
+        x = rng.standard_normal((1, 8, size, size), dtype=np.float32)
+        expected = torch.nn.functional.conv2d(torch.from_numpy(x), torch.from_numpy(w), padding=1, groups=8)
+        got = ops.Conv(x, w, group=8, pads=[1, 1, 1, 1])
+        np.testing.assert_allclose(got, expected.numpy(), rtol=1e-5, atol=1e-4)
+        sizes = [b.nbytes for b in ops._SCRATCH.buffers.values()]
+        assert sum(sizes) <= max(ops.SCRATCH_LIMIT, max(sizes))  # over the limit only by one big buffer
+
+
 @pytest.mark.parametrize(
     "group, stride, pads", [(1, 2, (1, 1, 1, 1)), (2, 1, (0, 1, 0, 1)), (1, 1, (0, 0, 0, 0))]
 )

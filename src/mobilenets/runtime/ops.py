@@ -152,15 +152,23 @@ def _depthwise_rows(x, W, pads, ho, wo, kh, kw, sh, sw, dh, dw):
 
 
 _SCRATCH = threading.local()  # one set of work buffers per thread: runners may share a process
+SCRATCH_LIMIT = 256 << 20  # bytes per thread; V2 at 224x224 keeps ~15 MB of work buffers
 
 
 def _scratch(role, shape, dtype) -> np.ndarray:
     """A work buffer reused across calls (zero-filled when first made): a fresh multi-MB array costs a
-    page fault per 4 KiB page on every call, and a padded buffer keeps its zero border."""
+    page fault per 4 KiB page on every call, and a padded buffer keeps its zero border.
+
+    Buffers are kept per shape, so a process that runs many models or resolutions would collect them
+    without end: past ``SCRATCH_LIMIT`` the set is dropped and rebuilt (the caller's own references
+    stay valid, and new buffers start zero-filled again)."""
     buffers = _SCRATCH.__dict__.setdefault("buffers", {})
     key = (role, shape, np.dtype(dtype))
     if key not in buffers:
-        buffers[key] = np.zeros(shape, dtype)
+        buffer = np.zeros(shape, dtype)
+        if sum(b.nbytes for b in buffers.values()) + buffer.nbytes > SCRATCH_LIMIT:
+            buffers.clear()
+        buffers[key] = buffer
     return buffers[key]
 
 
