@@ -158,6 +158,10 @@ def test_unsupported_ops_and_attributes_name_the_node(tmp_path):
         UnsupportedOnnx, match=r"node 'flat' \(Flatten\): attribute\(s\) mystery not supported"
     ):
         OnnxModel(save(helper.make_node("Flatten", ["x"], ["y"], name="flat", mystery=1), "attr.onnx"))
+    with pytest.raises(UnsupportedOnnx, match=r"node 'relu' \(Relu\): attribute\(s\) out not supported"):
+        OnnxModel(
+            save(helper.make_node("Relu", ["x"], ["y"], name="relu", out=1), "out.onnx")
+        )  # the runner's
     pads = helper.make_node("Pad", ["x", "p"], ["y"], name="reflect_pad", mode="reflect")
     graph = helper.make_graph(
         [pads],
@@ -256,3 +260,119 @@ def test_general_conv_matches_torch(group, stride, pads):
     got = Conv(x, w, b, group=group, pads=list(pads), strides=[stride] * 2)
     assert got.shape == expected.shape
     np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-4)
+
+
+def _framed(x, margin_rows):
+    """``x`` (NCHW) as a 1x1 convolution with identity weights leaves it: between zero rows."""
+    from mobilenets.runtime.ops import Conv
+
+    c = x.shape[1]
+    identity = np.eye(c, dtype=np.float32).reshape(c, c, 1, 1)
+    return Conv(x, identity, margin_rows=margin_rows)
+
+
+def _no_copying_paths(monkeypatch):
+    from mobilenets.runtime import ops
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the depthwise input was copied instead of read in its frame")
+
+    monkeypatch.setattr(ops, "_depthwise_rows", refuse)
+    monkeypatch.setattr(ops, "_depthwise_patches", refuse)
+
+
+@pytest.mark.parametrize(
+    "channels, size, kernel, stride, dilation, pads",
+    [
+        (24, (23, 40), 3, 1, 1, (1, 1, 1, 1)),
+        (24, (60, 50), 3, 2, 1, (0, 0, 1, 1)),  # TF "same": padding only after
+        (24, (47, 47), 5, 2, 1, (2, 2, 2, 2)),
+        (24, (30, 26), 5, 1, 2, (4, 4, 4, 4)),  # dilated
+        (24, (45, 43), 3, 2, 1, (1, 0, 1, 0)),  # odd size, asymmetric
+        (24, (7, 7), 5, 1, 1, (2, 2, 2, 2)),  # a map smaller than the window
+        (256, (14, 13), 5, 2, 1, (2, 2, 2, 2)),  # wide: strided columns read directly
+    ],
+)
+def test_depthwise_reads_a_framed_input_where_it_lies(
+    monkeypatch, channels, size, kernel, stride, dilation, pads
+):
+    """A convolution's output laid out between zero rows is read in place (no padded copy), exactly."""
+    from mobilenets.runtime.ops import Conv
+
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((2, channels, *size), dtype=np.float32)
+    w = rng.standard_normal((channels, 1, kernel, kernel), dtype=np.float32)
+    b = rng.standard_normal(channels, dtype=np.float32)
+    top, left, bottom, right = pads
+    padded = torch.nn.functional.pad(torch.from_numpy(x), (left, right, top, bottom))
+    expected = torch.nn.functional.conv2d(
+        padded, torch.from_numpy(w), torch.from_numpy(b), stride=stride, dilation=dilation, groups=channels
+    ).numpy()
+    framed = _framed(x, margin_rows=max(top, bottom) + 1)
+    assert framed.transpose(0, 2, 3, 1).base.shape == (
+        2,
+        (size[0] + 2 * (max(top, bottom) + 1)) * size[1],
+        channels,
+    )
+    attributes = {"group": channels, "pads": list(pads), "strides": [stride] * 2, "dilations": [dilation] * 2}
+    with monkeypatch.context() as patch:
+        _no_copying_paths(patch)
+        got = Conv(framed, w, b, **attributes)
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-4)
+    # A frame too small for the padding, or one that no longer holds zeros: the copying paths, still exact.
+    np.testing.assert_allclose(
+        Conv(_framed(x, margin_rows=max(top, bottom)), w, b, **attributes), expected, rtol=1e-5, atol=1e-4
+    )
+    framed.transpose(0, 2, 3, 1).base[:, 0] = 1.0
+    np.testing.assert_allclose(Conv(framed, w, b, **attributes), expected, rtol=1e-5, atol=1e-4)
+
+
+@pytest.mark.parametrize("name", ["mobilenet_v2_100", "mobilenet_v3_large_100", "mobilenet_v3_small_100"])
+def test_every_depthwise_layer_reads_its_input_in_place(exported, monkeypatch, name):
+    """The runner lays each depthwise input out in a zero frame (through in-place activations), so no
+    depthwise layer of a MobileNet copies its input into a padded buffer."""
+    model = OnnxModel(exported[name])
+    x = probe_inputs(2, 64, seed=5).numpy()
+    expected = _ort(exported[name], x)
+    with monkeypatch.context() as patch:
+        _no_copying_paths(patch)
+        got = model(x)
+    assert _relative(got, expected) < 1e-4
+
+
+def test_results_overwrite_inputs_only_when_nothing_else_reads_them(tmp_path):
+    """In-place elementwise ops: never the caller's input, never a value a live view still shares."""
+    from onnx import TensorProto, helper
+
+    nodes = [
+        helper.make_node("Relu", ["x"], ["r"], name="relu"),  # x is the caller's array
+        helper.make_node("Identity", ["r"], ["alias"], name="alias"),  # shares r's memory
+        helper.make_node("HardSwish", ["r"], ["h"], name="hswish"),  # r dies, but its alias lives on
+        helper.make_node("Add", ["h", "alias"], ["s"], name="add"),  # h dies: written over
+        helper.make_node("Clip", ["s", "low", "high"], ["c"], name="clip"),  # s dies: written over
+        helper.make_node("Mul", ["scale", "c"], ["y"], name="mul"),  # scale is a weight: c is written over
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 4, 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+        [
+            helper.make_tensor("low", TensorProto.FLOAT, [], [-1.0]),
+            helper.make_tensor("high", TensorProto.FLOAT, [], [2.5]),
+            helper.make_tensor("scale", TensorProto.FLOAT, [1, 3, 1, 1], [0.5, -2.0, 3.0]),
+        ],
+    )
+    path = tmp_path / "in_place.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)]), str(path))
+    model = OnnxModel(path)
+    plan = {step[-1].name: step[5] for step in model._steps}
+    assert plan == {"relu": None, "alias": None, "hswish": None, "add": "h", "clip": "s", "mul": "c"}
+    x = np.random.default_rng(0).standard_normal((1, 3, 4, 4), dtype=np.float32) * 3
+    before = x.copy()
+    scale = model.initializers["scale"].copy()
+    got = model(x)
+    np.testing.assert_array_equal(x, before)
+    np.testing.assert_array_equal(model.initializers["scale"], scale)
+    np.testing.assert_allclose(got, _ort(path, x), rtol=1e-6, atol=1e-6)
+    np.testing.assert_array_equal(model(x), got)  # and again: nothing it keeps was overwritten

@@ -1,7 +1,13 @@
 """Run an ONNX model with NumPy alone: parse, check every op is supported, execute in graph order.
 
 Values are freed after their last use (a liveness plan over the node list), so peak memory is the largest
-set of live activations, not their sum.
+set of live activations, not their sum. Two more decisions are made once, from the graph, before the
+first run:
+
+- an elementwise op whose input dies at that node, and shares memory with nothing still live, writes its
+  result over that input (``out=``) instead of into a new array;
+- a convolution whose output (through such in-place ops) feeds a depthwise convolution lays it out
+  between zero rows (``margin_rows=``), so the depthwise reads it where it lies, padding included.
 """
 
 from __future__ import annotations
@@ -13,12 +19,18 @@ from pathlib import Path
 
 import numpy as np
 
-from .ops import OPS
+from .ops import OPS, RUNNER_KEYWORDS
 from .protobuf import OnnxFormatError, parse_model
 
 
 class UnsupportedOnnx(NotImplementedError):
     """An op, attribute or attribute value this runner does not implement; the message names the node."""
+
+
+# Ops that can write their result over an input (how many leading inputs may be overwritten), and ops
+# whose output may be a view of their first input.
+IN_PLACE_OPS = {"Relu": 1, "Clip": 1, "HardSigmoid": 1, "HardSwish": 1, "Add": 2, "Mul": 2}
+VIEW_OPS = {"Reshape", "Flatten", "Identity"}
 
 
 def _kwargs(node) -> dict:
@@ -59,7 +71,7 @@ class OnnxModel:
                 )
             accepted = {
                 p.name for p in inspect.signature(function).parameters.values() if p.kind == p.KEYWORD_ONLY
-            }
+            } - RUNNER_KEYWORDS
             unknown = set(node.attributes) - accepted
             if unknown:
                 raise UnsupportedOnnx(f"{where}: attribute(s) {', '.join(sorted(unknown))} not supported")
@@ -76,8 +88,11 @@ class OnnxModel:
 
     def _schedule(self) -> list[tuple]:
         """Per node, everything the run loop needs, resolved once: the op, its inputs (trailing
-        optional ones dropped), attributes, outputs, and the values that die after it."""
+        optional ones dropped), attributes, outputs, the values that die after it, and the input (if
+        any) its result may overwrite."""
         last_use, steps = self._liveness(), []
+        in_place = self._in_place_inputs(last_use)
+        margins = self._depthwise_margins(in_place)
         for index, node in enumerate(self.graph.nodes):
             inputs = list(node.inputs)
             while inputs and not inputs[-1]:
@@ -89,8 +104,79 @@ class OnnxModel:
                     if name and last_use.get(name) == index and name not in self.initializers
                 )
             )
-            steps.append((OPS[node.op_type], tuple(inputs), _kwargs(node), tuple(node.outputs), frees, node))
+            kwargs = _kwargs(node)
+            if index in margins:
+                kwargs["margin_rows"] = margins[index]
+            function = OPS[node.op_type]
+            steps.append(
+                (function, tuple(inputs), kwargs, tuple(node.outputs), frees, in_place.get(index), node)
+            )
         return steps
+
+    def _in_place_inputs(self, last_use: dict[str, int]) -> dict[int, str]:
+        """Node index -> the input its result may be written over: one that dies at that node and whose
+        memory nothing else live shares. Initializers, graph inputs and Constant outputs are never
+        written; Reshape / Flatten / Identity return views, so their outputs share their input's memory
+        (tracked as groups of names that may share memory)."""
+        group: dict[str, int] = {}  # value -> its memory group
+        members: dict[int, list[str]] = {}
+        protected = set(self.initializers) | {i.name for i in self.graph.inputs}
+        chosen = {}
+        for index, node in enumerate(self.graph.nodes):
+            target = None
+            if node.op_type in IN_PLACE_OPS:
+                for name in node.inputs[: IN_PLACE_OPS[node.op_type]]:
+                    if (
+                        name
+                        and name in group
+                        and last_use.get(name) == index
+                        and all(
+                            last_use.get(other, -1) < index for other in members[group[name]] if other != name
+                        )
+                    ):
+                        target = name
+                        break
+            if target is not None:
+                chosen[index] = target
+                shared = group[target]
+            elif node.op_type in VIEW_OPS and node.inputs[0] in group:
+                shared = group[node.inputs[0]]
+            else:
+                shared = len(members)
+                members[shared] = []
+            if node.op_type == "Constant" or (node.op_type in VIEW_OPS and node.inputs[0] not in group):
+                continue  # the node's own attribute, or a view of something never written
+            for output in node.outputs:
+                if output and output not in protected:
+                    group[output] = shared
+                    members[shared].append(output)
+        return chosen
+
+    def _depthwise_margins(self, in_place: dict[int, str]) -> dict[int, int]:
+        """Node index of a Conv -> zero rows to lay its output out with: the most any depthwise
+        convolution reading it (directly or through in-place ops) pads above or below, plus one."""
+        producer = {output: index for index, node in enumerate(self.graph.nodes) for output in node.outputs}
+        margins: dict[int, int] = {}
+        for node in self.graph.nodes:
+            weights = self.initializers.get(node.inputs[1]) if len(node.inputs) > 1 else None
+            attributes = node.attributes
+            if (
+                node.op_type != "Conv"
+                or weights is None
+                or weights.ndim != 4
+                or weights.shape[1] != 1
+                or attributes.get("group", 1) != weights.shape[0]
+                or attributes.get("auto_pad", "NOTSET") != "NOTSET"
+            ):
+                continue
+            pads = attributes.get("pads") or (0, 0, 0, 0)
+            rows = max(pads[0], pads[2]) + 1
+            source = producer.get(node.inputs[0])
+            while source is not None and in_place.get(source) is not None:
+                source = producer.get(in_place[source])
+            if source is not None and self.graph.nodes[source].op_type == "Conv":
+                margins[source] = max(margins.get(source, 0), rows)
+        return margins
 
     # -- running -----------------------------------------------------------------------------------
     def check_input(self, x: np.ndarray) -> np.ndarray:
@@ -111,9 +197,13 @@ class OnnxModel:
             feeds = {self.inputs[0].name: self.check_input(feeds)}
         values: dict[str, np.ndarray] = dict(self.initializers)
         values.update(feeds)
-        for function, inputs, kwargs, outputs, frees, node in self._steps:
+        for function, inputs, kwargs, outputs, frees, overwrite, node in self._steps:
             try:
-                result = function(*[values[name] if name else None for name in inputs], **kwargs)
+                arguments = [values[name] if name else None for name in inputs]
+                if overwrite is not None:
+                    result = function(*arguments, out=values[overwrite], **kwargs)
+                else:
+                    result = function(*arguments, **kwargs)
             except NotImplementedError as error:
                 raise UnsupportedOnnx(
                     f"node {node.name or '(unnamed)'!r} ({node.op_type}): {error} is not supported"
