@@ -376,3 +376,20 @@ def test_results_overwrite_inputs_only_when_nothing_else_reads_them(tmp_path):
     np.testing.assert_array_equal(model.initializers["scale"], scale)
     np.testing.assert_allclose(got, _ort(path, x), rtol=1e-6, atol=1e-6)
     np.testing.assert_array_equal(model(x), got)  # and again: nothing it keeps was overwritten
+
+
+def test_cached_row_weights_stay_bounded_and_follow_the_weights(monkeypatch):
+    """The depthwise row weights are cached per weight array: bounded, and a new array (even one that
+    reuses a freed array's id) never gets another array's weights."""
+    from mobilenets.runtime import ops
+
+    monkeypatch.setattr(ops, "ROW_WEIGHTS_LIMIT", 50_000)  # a 30-wide 3x3 layer of 16 channels: 17 KB
+    monkeypatch.setattr(ops, "_ROW_WEIGHTS", {})
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal((1, 16, 30, 30), dtype=np.float32)
+    for _ in range(8):
+        w = rng.standard_normal((16, 1, 3, 3), dtype=np.float32)
+        expected = torch.nn.functional.conv2d(torch.from_numpy(x), torch.from_numpy(w), padding=1, groups=16)
+        got = ops.Conv(_framed(x, margin_rows=2), w, group=16, pads=[1, 1, 1, 1])
+        np.testing.assert_allclose(got, expected.numpy(), rtol=1e-5, atol=1e-4)
+        assert sum(entry[1].nbytes for entry in ops._ROW_WEIGHTS.values()) <= ops.ROW_WEIGHTS_LIMIT

@@ -76,7 +76,8 @@ def Conv(
     elif depthwise:
         out = _depthwise_patches(_padded(x, nhwc_pads), W, n, ho, wo, c, kh, kw, sh, sw, dh, dw)
     elif group == 1 and kh == kw == 1:
-        x = _padded(x, nhwc_pads)[:, : sh * (ho - 1) + 1 : sh, : sw * (wo - 1) + 1 : sw, :]
+        if top or left or bottom or right or sh > 1 or sw > 1:
+            x = _padded(x, nhwc_pads)[:, : sh * (ho - 1) + 1 : sh, : sw * (wo - 1) + 1 : sw, :]
         pixels = np.ascontiguousarray(x).reshape(n, ho * wo, c)
         if margin_rows:
             out = np.matmul(pixels, W.reshape(m, c).T, out=_framed_empty(n, ho, wo, m, X.dtype, margin_rows))
@@ -215,7 +216,8 @@ def _depthwise_in_frame(x, W, pads, ho, wo, kh, kw, sh, sw, dh, dw):
     ):
         return None
     margin, odd = divmod(full.shape[1] - h * w, 2)  # zero pixels above (and below) each image
-    if odd or margin % w or x.ctypes.data - full.ctypes.data != margin * c * x.itemsize:
+    offset = x.__array_interface__["data"][0] - full.__array_interface__["data"][0]  # cheaper than .ctypes
+    if odd or margin % w or offset != margin * c * x.itemsize:
         return None
     top, left = pads
     # A strided layer either computes every column of its output rows (as if stride 1, in one
@@ -251,6 +253,7 @@ def _depthwise_in_frame(x, W, pads, ho, wo, kh, kw, sh, sw, dh, dw):
 
 
 _ROW_WEIGHTS: dict = {}  # (id of the weights, geometry) -> (weights, row weights)
+ROW_WEIGHTS_LIMIT = 64 << 20  # bytes; V2 and V3 at 224x224 keep 2.5-4.5 MB of row weights each
 
 
 def _row_weights(W, kh, kw, columns, step, width, left, dw):
@@ -268,8 +271,8 @@ def _row_weights(W, kh, kw, columns, step, width, left, dw):
     for j in range(kw):
         source = step * np.arange(columns) + j * dw - left  # the input column tap j reads
         weights[:, j, (source < 0) | (source >= width)] = 0
-    if len(_ROW_WEIGHTS) > 512:  # many models in one process: start again rather than grow
-        _ROW_WEIGHTS.clear()
+    if sum(entry[1].nbytes for entry in _ROW_WEIGHTS.values()) + weights.nbytes > ROW_WEIGHTS_LIMIT:
+        _ROW_WEIGHTS.clear()  # many models or resolutions in one process: start again rather than grow
     _ROW_WEIGHTS[key] = (W, weights)
     return weights
 
@@ -338,7 +341,9 @@ def _fits(out, *inputs):
     if out is None:
         return None
     for array in inputs:
-        if array.dtype != out.dtype or (array.shape != out.shape and (array.size > 1 or array.ndim > out.ndim)):
+        if array.dtype != out.dtype or (
+            array.shape != out.shape and (array.size > 1 or array.ndim > out.ndim)
+        ):
             return None
     return out
 
