@@ -226,7 +226,7 @@ def test_depthwise_conv_matches_torch_on_every_path(size, kernel, stride, dilati
 def test_work_buffers_stay_bounded_and_correct_across_many_shapes(monkeypatch):
     """A process that runs many resolutions must not keep every shape's buffers; dropping them must not
     change a result (rebuilt padded buffers start zero-filled again)."""
-    from mobilenets.runtime import ops
+    from mobilenets.runtime import conv as ops
 
     monkeypatch.setattr(ops, "SCRATCH_LIMIT", 60_000)  # a 40x40x8 map pads to 56 KB
     monkeypatch.setattr(ops._SCRATCH, "buffers", {}, raising=False)
@@ -272,7 +272,7 @@ def _framed(x, margin_rows):
 
 
 def _no_copying_paths(monkeypatch):
-    from mobilenets.runtime import ops
+    from mobilenets.runtime import conv as ops
 
     def refuse(*args, **kwargs):
         raise AssertionError("the depthwise input was copied instead of read in its frame")
@@ -378,18 +378,15 @@ def test_results_overwrite_inputs_only_when_nothing_else_reads_them(tmp_path):
     np.testing.assert_array_equal(model(x), got)  # and again: nothing it keeps was overwritten
 
 
-def test_cached_row_weights_stay_bounded_and_follow_the_weights(monkeypatch):
-    """The depthwise row weights are cached per weight array: bounded, and a new array (even one that
-    reuses a freed array's id) never gets another array's weights."""
-    from mobilenets.runtime import ops
+def test_prepared_convolutions_follow_the_input_shape(exported, monkeypatch):
+    """Convolutions are prepared once per input shape and kept for the newest few shapes: a model run at
+    alternating batch sizes matches ONNX Runtime every time and keeps no more than its limit."""
+    from mobilenets.runtime import model as runner
 
-    monkeypatch.setattr(ops, "ROW_WEIGHTS_LIMIT", 50_000)  # a 30-wide 3x3 layer of 16 channels: 17 KB
-    monkeypatch.setattr(ops, "_ROW_WEIGHTS", {})
-    rng = np.random.default_rng(4)
-    x = rng.standard_normal((1, 16, 30, 30), dtype=np.float32)
-    for _ in range(8):
-        w = rng.standard_normal((16, 1, 3, 3), dtype=np.float32)
-        expected = torch.nn.functional.conv2d(torch.from_numpy(x), torch.from_numpy(w), padding=1, groups=16)
-        got = ops.Conv(_framed(x, margin_rows=2), w, group=16, pads=[1, 1, 1, 1])
-        np.testing.assert_allclose(got, expected.numpy(), rtol=1e-5, atol=1e-4)
-        assert sum(entry[1].nbytes for entry in ops._ROW_WEIGHTS.values()) <= ops.ROW_WEIGHTS_LIMIT
+    monkeypatch.setattr(runner, "PREPARED_SHAPES", 2)
+    model = OnnxModel(exported["mobilenet_v3_small_100"])
+    for batch in (1, 2, 1, 3, 2, 1):
+        x = probe_inputs(batch, 64, seed=batch).numpy()
+        assert _relative(model(x), _ort(exported["mobilenet_v3_small_100"], x)) < 1e-4
+        assert len(model._prepared) <= 2
+    assert [key[0][1] for key in model._prepared] == [(2, 3, 64, 64), (1, 3, 64, 64)]

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .ops import OPS, RUNNER_KEYWORDS
+from .ops import OPS, PREPARED, RUNNER_KEYWORDS
 from .protobuf import OnnxFormatError, parse_model
 
 
@@ -31,6 +31,7 @@ class UnsupportedOnnx(NotImplementedError):
 # whose output may be a view of their first input.
 IN_PLACE_OPS = {"Relu": 1, "Clip": 1, "HardSigmoid": 1, "HardSwish": 1, "Add": 2, "Mul": 2}
 VIEW_OPS = {"Reshape", "Flatten", "Identity"}
+PREPARED_SHAPES = 8  # input shapes whose prepared ops a model keeps
 
 
 def _kwargs(node) -> dict:
@@ -58,6 +59,7 @@ class OnnxModel:
         self.outputs = [o.name for o in self.graph.outputs]
         self._check_supported()
         self._steps = self._schedule()
+        self._prepared: dict[tuple, list] = {}  # input shapes -> per step, the prepared op or None
 
     def _check_supported(self) -> None:
         for node in self.graph.nodes:
@@ -108,8 +110,19 @@ class OnnxModel:
             if index in margins:
                 kwargs["margin_rows"] = margins[index]
             function = OPS[node.op_type]
+            weights_only = all(not name or name in self.initializers for name in inputs[1:])
+            prepare = PREPARED.get(node.op_type) if weights_only and inputs else None
             steps.append(
-                (function, tuple(inputs), kwargs, tuple(node.outputs), frees, in_place.get(index), node)
+                (
+                    function,
+                    tuple(inputs),
+                    kwargs,
+                    tuple(node.outputs),
+                    frees,
+                    in_place.get(index),
+                    prepare,
+                    node,
+                )
             )
         return steps
 
@@ -197,13 +210,26 @@ class OnnxModel:
             feeds = {self.inputs[0].name: self.check_input(feeds)}
         values: dict[str, np.ndarray] = dict(self.initializers)
         values.update(feeds)
-        for function, inputs, kwargs, outputs, frees, overwrite, node in self._steps:
+        # Ops in PREPARED are set up once per input shape (their geometry and weight layouts) and the
+        # result kept: every intermediate shape follows from the inputs' shapes.
+        shapes = tuple((name, np.shape(value), np.asarray(value).dtype.str) for name, value in feeds.items())
+        prepared = self._prepared.pop(shapes, None) or [None] * len(self._steps)
+        for index, (function, inputs, kwargs, outputs, frees, overwrite, prepare, node) in enumerate(
+            self._steps
+        ):
             try:
-                arguments = [values[name] if name else None for name in inputs]
-                if overwrite is not None:
-                    result = function(*arguments, out=values[overwrite], **kwargs)
+                if prepare is not None:
+                    if prepared[index] is None:
+                        prepared[index] = prepare(
+                            *[values[name] if name else None for name in inputs], **kwargs
+                        )
+                    result = prepared[index](values[inputs[0]])
+                elif overwrite is not None:
+                    result = function(
+                        *[values[name] if name else None for name in inputs], out=values[overwrite], **kwargs
+                    )
                 else:
-                    result = function(*arguments, **kwargs)
+                    result = function(*[values[name] if name else None for name in inputs], **kwargs)
             except NotImplementedError as error:
                 raise UnsupportedOnnx(
                     f"node {node.name or '(unnamed)'!r} ({node.op_type}): {error} is not supported"
@@ -214,6 +240,9 @@ class OnnxModel:
                 values[outputs[0]] = result
             for name in frees:
                 del values[name]
+        if len(self._prepared) >= PREPARED_SHAPES:  # many shapes: keep the most recently used few
+            self._prepared.pop(next(iter(self._prepared)))
+        self._prepared[shapes] = prepared
         return [np.ascontiguousarray(values[name]) for name in self.outputs]
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
