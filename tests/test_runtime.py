@@ -390,3 +390,19 @@ def test_prepared_convolutions_follow_the_input_shape(exported, monkeypatch):
         assert _relative(model(x), _ort(exported["mobilenet_v3_small_100"], x)) < 1e-4
         assert len(model._prepared) <= 2
     assert [key[0][1] for key in model._prepared] == [(2, 3, 64, 64), (1, 3, 64, 64)]
+
+
+def test_relu_and_clip_keep_the_specs_semantics():
+    """Relu goes through clip on floats (faster than maximum here): same values, NaN kept, ints too."""
+    from mobilenets.runtime.ops import Clip, Relu
+
+    x = np.array([np.nan, -np.inf, -1.5, -0.0, 0.25, 7.0, np.inf], np.float32)
+    np.testing.assert_array_equal(Relu(x), [np.nan, 0, 0, 0, 0.25, 7.0, np.inf])
+    assert Relu(x).dtype == np.float32
+    np.testing.assert_array_equal(Relu(np.arange(-2, 3)), [0, 0, 0, 1, 2])
+    assert Relu(np.arange(-2, 3)).dtype == np.int64
+    six = np.array(6.0, np.float32)
+    np.testing.assert_array_equal(Clip(x, np.array(0.0, np.float32), six), [np.nan, 0, 0, 0, 0.25, 6, 6])
+    y = x.copy()
+    assert Relu(y, out=y) is y  # the runner's in-place call writes over its input
+    np.testing.assert_array_equal(y, Relu(x))
