@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -99,15 +100,28 @@ def prepare_conv(
     return run
 
 
+@dataclass(frozen=True, slots=True)
 class _Geometry:
     """Shapes, strides, dilations and pads of one convolution, resolved."""
 
-    __slots__ = ("n", "c", "h", "w", "m", "kh", "kw", "sh", "sw", "dh", "dw", "top", "left", "bottom")
-    __slots__ += ("right", "ho", "wo", "dtype")
-
-    def __init__(self, *values):
-        for name, value in zip(self.__slots__, values, strict=True):
-            setattr(self, name, value)
+    n: int
+    c: int
+    h: int
+    w: int
+    m: int
+    kh: int
+    kw: int
+    sh: int
+    sw: int
+    dh: int
+    dw: int
+    top: int
+    left: int
+    bottom: int
+    right: int
+    ho: int
+    wo: int
+    dtype: np.dtype
 
     @property
     def nhwc_pads(self):

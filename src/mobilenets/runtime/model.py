@@ -8,6 +8,9 @@ first run:
   result over that input (``out=``) instead of into a new array;
 - a convolution whose output (through such in-place ops) feeds a depthwise convolution lays it out
   between zero rows (``margin_rows=``), so the depthwise reads it where it lies, padding included.
+
+Convolutions are prepared on the first run with a given input shape (geometry and weight layouts, see
+:func:`.conv.prepare_conv`) and kept for later runs with that shape.
 """
 
 from __future__ import annotations

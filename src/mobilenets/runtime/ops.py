@@ -1,8 +1,8 @@
 """ONNX operators in NumPy: one function per op, named like the op, with the spec's attribute names and
 defaults (https://onnx.ai/onnx/operators/). Dispatched through :data:`OPS`.
 
-Layout: every function takes and returns tensors with ONNX's NCHW *shape*, but convolutions compute in
-NHWC *memory* and return an NCHW view of it (``transpose`` without a copy). Elementwise ops keep the
+Layout: every function takes and returns tensors with ONNX's NCHW *shape*, but convolutions (in
+:mod:`.conv`) compute in NHWC *memory* and return an NCHW view of it (``transpose`` without a copy). Elementwise ops keep the
 memory order of their inputs, so a whole MobileNet runs channels-last: a 1x1 convolution is one matrix
 product over (pixels, channels) and a depthwise convolution is k*k multiply-adds of shifted views, with
 no transposes in between.
