@@ -217,9 +217,7 @@ def _prepare_depthwise(g: _Geometry, W):
     # the second wins from C = 256 on, where a run of C floats is long enough for einsum's inner loop.
     step = g.sw if g.sw > 1 and c >= 256 else 1
     columns = g.wo if step > 1 else g.sw * (g.wo - 1) + 1
-    weights = _row_weights(W, kh, kw, columns, step, g.w, g.left, g.dw)
-    if step == 1:
-        weights = weights.reshape(kh, kw, columns * c)
+    row_weights = []  # made on first use: an input that never lies in a frame (int8 files) never needs them
     row, item = g.w * c, np.dtype(g.dtype).itemsize
     # Elements from the frame's first image row to the first window's first element, and the reach of
     # the windows: the frame must have that many zero pixels above and below.
@@ -236,19 +234,21 @@ def _prepare_depthwise(g: _Geometry, W):
         margin = (full.shape[1] - g.h * g.w) // 2 * c  # zero elements above (and below) each image
         if before > margin or after > margin:
             return None
-        windows = (
-            np.ndarray(  # not as_strided: a tenth of the set-up, and it refuses to reach past the buffer
-                (g.n, g.ho, kh, kw, columns, c),
-                g.dtype,
-                buffer=full,
-                offset=(margin - before) * item,
-                strides=(full.strides[0], *strides),
-            )
+        if not row_weights:
+            row_weights.append(_row_weights(W, kh, kw, columns, step, g.w, g.left, g.dw))
+        weights = row_weights[0]
+        # np.ndarray, not as_strided: a tenth of the set-up, and it refuses to reach past the buffer.
+        windows = np.ndarray(
+            (g.n, g.ho, kh, kw, columns, c),
+            g.dtype,
+            buffer=full,
+            offset=(margin - before) * item,
+            strides=(full.strides[0], *strides),
         )
         out = np.empty((g.n, g.ho, columns, c), g.dtype)
         if step == 1:  # contiguous rows: one run of columns*C floats per output row and tap
             windows = windows.reshape(g.n, g.ho, kh, kw, columns * c)
-            np.einsum("nrijx,ijx->nrx", windows, weights, out=out.reshape(g.n, g.ho, -1))
+            np.einsum("nrijx,ijx->nrx", windows, weights.reshape(kh, kw, -1), out=out.reshape(g.n, g.ho, -1))
             return np.ascontiguousarray(out[:, :, :: g.sw]) if g.sw > 1 else out
         return np.einsum("nrijwc,ijwc->nrwc", windows, weights, out=out)
 

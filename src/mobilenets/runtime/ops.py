@@ -2,10 +2,10 @@
 defaults (https://onnx.ai/onnx/operators/). Dispatched through :data:`OPS`.
 
 Layout: every function takes and returns tensors with ONNX's NCHW *shape*, but convolutions (in
-:mod:`.conv`) compute in NHWC *memory* and return an NCHW view of it (``transpose`` without a copy). Elementwise ops keep the
-memory order of their inputs, so a whole MobileNet runs channels-last: a 1x1 convolution is one matrix
-product over (pixels, channels) and a depthwise convolution is k*k multiply-adds of shifted views, with
-no transposes in between.
+:mod:`.conv`) compute in NHWC *memory* and return an NCHW view of it (``transpose`` without a copy).
+Elementwise ops keep the memory order of their inputs, so a whole MobileNet runs channels-last: a 1x1
+convolution is one matrix product over (pixels, channels) and a depthwise convolution is k*k
+multiply-adds of shifted views, with no transposes in between.
 """
 
 from __future__ import annotations
@@ -34,8 +34,8 @@ def BatchNormalization(X, scale, B, input_mean, input_var, *, epsilon=1e-5, mome
 # ---------------------------------------------------------------------------------------------------
 
 
-# The runner passes ``out`` (not an ONNX attribute) when the first input dies at this node and nothing
-# else shares its memory: the result is written over it instead of into a new array. A MobileNet's
+# The runner passes ``out`` (not an ONNX attribute), one of the inputs, when that input dies at this node
+# and nothing else shares its memory: the result is written over it instead of into a new array. A MobileNet's
 # activations are a few MB each at 224x224, so a fresh one per op costs page faults and cache misses,
 # and writing in place keeps a convolution's output in the zero frame its depthwise consumer reads.
 
@@ -75,7 +75,8 @@ def HardSigmoid(X, *, alpha=0.2, beta=0.5, out=None):
 def HardSwish(X, *, out=None):
     """x * max(0, min(1, x / 6 + 1/2)) (ONNX: alpha = 1/6, beta = 0.5)."""
     gate = HardSigmoid(X, alpha=1 / 6, beta=0.5)  # a new array: X is read again below
-    return np.multiply(X, gate, out=_fits(out, X) if out is not None else gate)
+    target = _fits(out, X)
+    return np.multiply(X, gate, out=gate if target is None else target)
 
 
 def Sigmoid(X):
@@ -126,7 +127,7 @@ def _spatial_mean(X):
     which squeeze-and-excite and the pooling head do every block."""
     n, c, h, w = X.shape
     pixels = X.transpose(0, 2, 3, 1)
-    if not pixels.flags.c_contiguous or X.dtype != np.float32:
+    if not pixels.flags.c_contiguous or X.dtype.kind != "f":
         return X.mean(axis=(2, 3), keepdims=True)
     weights = np.full((1, h * w), 1 / (h * w), X.dtype)
     return np.matmul(weights, pixels.reshape(n, h * w, c)).reshape(n, c, 1, 1)
