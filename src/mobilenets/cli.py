@@ -251,10 +251,9 @@ def cmd_quantize(args: argparse.Namespace) -> int:
         reduce_range=not args.full_range_weights,
         percentile=args.percentile,
     )
-    bits = 8 if args.full_range_weights else 7
     print(
-        f"wrote {report.path}: int8 QDQ ({bits}-bit weights), calibrated on {report.calibration_images} "
-        f"images ({args.method})"
+        f"wrote {report.path}: int8 QDQ ({report.weight_bits}-bit weights), calibrated on "
+        f"{report.calibration_images} images ({report.method})"
         + (f", {len(report.kept_float)} nodes kept in float" if report.kept_float else "")
     )
     print(f"top-1 agreement with fp32 on the calibration images: {report.agreement:.2%}")

@@ -48,6 +48,7 @@ class QuantizeReport:
     labelled_images: int = 0
     bad_files: list[str] = field(default_factory=list)
     method: str = "percentile"  # the calibration actually used
+    weight_bits: int = 7  # 7 with reduce_range (the default), else 8
 
 
 def spread(files: list[str], count: int) -> list[str]:
@@ -113,6 +114,7 @@ def quantize(
         raise ValueError(f"calibration method must be one of {CALIBRATION_METHODS}, got {method!r}")
     if not 50 < percentile <= 100:
         raise ValueError(f"percentile must be above 50 and at most 100, got {percentile}")
+    weight_bits = 7 if reduce_range else 8
     info = read_metadata(model_path)
     transform = _transform(info)
     files = spread(list_images(calibration), max_images)
@@ -168,7 +170,7 @@ def quantize(
         quantized.metadata_props.extend(original.metadata_props)
         quantized.metadata_props.add(
             key="quantization",
-            value=f"int8 QDQ per-channel={per_channel} weight-bits={7 if reduce_range else 8} calib={used}",
+            value=f"int8 QDQ per-channel={per_channel} weight-bits={weight_bits} calib={used}",
         )
         onnx.save(quantized, str(tmp_out))
         os.replace(tmp_out, output)
@@ -176,7 +178,9 @@ def quantize(
     fp32, int8 = OnnxSession(model_path), OnnxSession(output)
     batch = np.concatenate(images)
     agreement = float((fp32(batch).argmax(1) == int8(batch).argmax(1)).mean())
-    report = QuantizeReport(output, len(images), agreement, excluded, bad_files=bad, method=used)
+    report = QuantizeReport(
+        output, len(images), agreement, excluded, bad_files=bad, method=used, weight_bits=weight_bits
+    )
     if labelled is not None:
         (report.fp32_top1, report.int8_top1, report.labelled_agreement, report.labelled_images) = _accuracy(
             fp32, int8, labelled, transform, bad
