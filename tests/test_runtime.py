@@ -158,10 +158,9 @@ def test_unsupported_ops_and_attributes_name_the_node(tmp_path):
         UnsupportedOnnx, match=r"node 'flat' \(Flatten\): attribute\(s\) mystery not supported"
     ):
         OnnxModel(save(helper.make_node("Flatten", ["x"], ["y"], name="flat", mystery=1), "attr.onnx"))
+    # `out` is a keyword the runner passes, not an attribute a node may carry.
     with pytest.raises(UnsupportedOnnx, match=r"node 'relu' \(Relu\): attribute\(s\) out not supported"):
-        OnnxModel(
-            save(helper.make_node("Relu", ["x"], ["y"], name="relu", out=1), "out.onnx")
-        )  # the runner's
+        OnnxModel(save(helper.make_node("Relu", ["x"], ["y"], name="relu", out=1), "out.onnx"))
     pads = helper.make_node("Pad", ["x", "p"], ["y"], name="reflect_pad", mode="reflect")
     graph = helper.make_graph(
         [pads],
@@ -226,19 +225,19 @@ def test_depthwise_conv_matches_torch_on_every_path(size, kernel, stride, dilati
 def test_work_buffers_stay_bounded_and_correct_across_many_shapes(monkeypatch):
     """A process that runs many resolutions must not keep every shape's buffers; dropping them must not
     change a result (rebuilt padded buffers start zero-filled again)."""
-    from mobilenets.runtime import conv as ops
+    from mobilenets.runtime import conv
 
-    monkeypatch.setattr(ops, "SCRATCH_LIMIT", 60_000)  # a 40x40x8 map pads to 56 KB
-    monkeypatch.setattr(ops._SCRATCH, "buffers", {}, raising=False)
+    monkeypatch.setattr(conv, "SCRATCH_LIMIT", 60_000)  # a 40x40x8 map pads to 56 KB
+    monkeypatch.setattr(conv._SCRATCH, "buffers", {}, raising=False)
     rng = np.random.default_rng(2)
     w = rng.standard_normal((8, 1, 3, 3), dtype=np.float32)
     for size in (40, 24, 33, 40, 17, 24):
         x = rng.standard_normal((1, 8, size, size), dtype=np.float32)
         expected = torch.nn.functional.conv2d(torch.from_numpy(x), torch.from_numpy(w), padding=1, groups=8)
-        got = ops.Conv(x, w, group=8, pads=[1, 1, 1, 1])
+        got = conv.Conv(x, w, group=8, pads=[1, 1, 1, 1])
         np.testing.assert_allclose(got, expected.numpy(), rtol=1e-5, atol=1e-4)
-        sizes = [b.nbytes for b in ops._SCRATCH.buffers.values()]
-        assert sum(sizes) <= max(ops.SCRATCH_LIMIT, max(sizes))  # over the limit only by one big buffer
+        sizes = [b.nbytes for b in conv._SCRATCH.buffers.values()]
+        assert sum(sizes) <= max(conv.SCRATCH_LIMIT, max(sizes))  # over the limit only by one big buffer
 
 
 @pytest.mark.parametrize(
@@ -272,13 +271,13 @@ def _framed(x, margin_rows):
 
 
 def _no_copying_paths(monkeypatch):
-    from mobilenets.runtime import conv as ops
+    from mobilenets.runtime import conv
 
     def refuse(*args, **kwargs):
         raise AssertionError("the depthwise input was copied instead of read in its frame")
 
-    monkeypatch.setattr(ops, "_depthwise_rows", refuse)
-    monkeypatch.setattr(ops, "_depthwise_patches", refuse)
+    monkeypatch.setattr(conv, "_depthwise_rows", refuse)
+    monkeypatch.setattr(conv, "_depthwise_patches", refuse)
 
 
 @pytest.mark.parametrize(
