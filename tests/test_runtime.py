@@ -391,6 +391,34 @@ def test_prepared_convolutions_follow_the_input_shape(exported, monkeypatch):
     assert [key[0][1] for key in model._prepared] == [(2, 3, 64, 64), (1, 3, 64, 64)]
 
 
+def test_weight_layouts_are_made_once_per_weight_array(exported):
+    """The transposed copies of 1x1 and classifier weights are shared by every prepared input shape and go
+    when the model goes: a model with plans for two batch sizes holds one copy, not two."""
+    import gc
+
+    from mobilenets.runtime import conv
+
+    gc.collect()
+    before = set(conv._LAYOUTS)
+    model = OnnxModel(exported["mobilenet_v3_small_100"])
+    transposed = sum(
+        (node.op_type == "Conv" and model.initializers[node.inputs[1]].shape[2:] == (1, 1))
+        or (node.op_type == "Gemm" and node.attributes.get("transB", 0) == 1)
+        for node in model.graph.nodes
+    )
+    # V3-Small: 40 pointwise convolutions (10 expand, 11 project, 18 squeeze-and-excite, the last 1x1 before
+    # pooling) and the classifier's two layers.
+    assert transposed == 42
+    for batch in (1, 2):
+        model(probe_inputs(batch, 64, seed=batch).numpy())
+        added = set(conv._LAYOUTS) - before
+        assert len(added) == transposed
+    assert {key[0] for key in added} <= {id(value) for value in model.initializers.values()}
+    del model
+    gc.collect()
+    assert set(conv._LAYOUTS) == before
+
+
 def test_relu_and_clip_keep_the_specs_semantics():
     """Relu goes through clip on floats (faster than maximum here): same values, NaN kept, ints too."""
     from mobilenets.runtime.ops import Clip, Relu

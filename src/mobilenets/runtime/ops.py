@@ -14,7 +14,7 @@ import math
 
 import numpy as np
 
-from .conv import Conv, prepare_conv  # noqa: F401 (Conv is dispatched through OPS)
+from .conv import Conv, prepare_conv, weight_layout  # noqa: F401 (Conv is dispatched through OPS)
 
 # ---------------------------------------------------------------------------------------------------
 # Normalization
@@ -185,12 +185,25 @@ def Pad(data, pads, constant_value=None, axes=None, *, mode="constant"):
 
 
 def Gemm(A, B, C=None, *, alpha=1.0, beta=1.0, transA=0, transB=0):
-    out = (A.T if transA else A) @ (B.T if transB else B)
-    if alpha != 1.0:
-        out = out * np.float32(alpha)
-    if C is not None:
-        out = out + (C * np.float32(beta) if beta != 1.0 else C)
-    return out
+    return prepare_gemm(A, B, C, alpha=alpha, beta=beta, transA=transA, transB=transB)(A)
+
+
+def prepare_gemm(A, B, C=None, *, alpha=1.0, beta=1.0, transA=0, transB=0):
+    """``Gemm`` with these weights: returns ``run(A)``. A transposed ``B`` (a classifier's (classes,
+    features) weights) is copied once into (features, classes) order: measured, OpenBLAS reads it 15-20%
+    faster than through a transposed view, and at batch 1 the classifier is all weight reading."""
+    weights = weight_layout(B, "gemm", lambda B: np.ascontiguousarray(B.T)) if transB else B
+    bias = None if C is None else (C * np.float32(beta) if beta != 1.0 else C)
+
+    def run(A):
+        out = (A.T if transA else A) @ weights
+        if alpha != 1.0:
+            out = out * np.float32(alpha)
+        if bias is not None:
+            out = out + bias
+        return out
+
+    return run
 
 
 def MatMul(A, B):
@@ -244,4 +257,4 @@ OPS = {
 
 # Ops the runner prepares once per input shape (``prepare(*inputs, **attributes)`` returns ``run(X)``),
 # when every input but the first is a weight.
-PREPARED = {"Conv": prepare_conv}
+PREPARED = {"Conv": prepare_conv, "Gemm": prepare_gemm}
