@@ -326,11 +326,118 @@ def test_depthwise_reads_a_framed_input_where_it_lies(
     np.testing.assert_allclose(Conv(framed, w, b, **attributes), expected, rtol=1e-5, atol=1e-4)
 
 
+@pytest.mark.parametrize(
+    "channels, size, kernel, strides, pads, producer",
+    [
+        (24, (23, 40), 3, (2, 2), (1, 1, 1, 1), "pointwise"),
+        (24, (47, 47), 5, (2, 2), (2, 2, 2, 2), "pointwise"),  # odd width: phases of 24 and 23 columns
+        (24, (45, 43), 3, (2, 2), (1, 0, 1, 0), "pointwise"),  # asymmetric: no padding after
+        (24, (60, 50), 3, (2, 2), (0, 0, 1, 1), "pointwise"),  # TF "same": padding only after
+        (24, (21, 30), 5, (1, 2), (2, 2, 2, 2), "pointwise"),  # strided along the row only
+        (24, (9, 9), 5, (2, 2), (2, 2, 2, 2), "pointwise"),
+        (256, (14, 13), 5, (2, 2), (2, 2, 2, 2), "pointwise"),
+        (16, (28, 28), 3, (2, 2), (1, 1, 1, 1), "stem"),  # V3-Small's stem feeds a strided depthwise
+    ],
+)
+def test_strided_depthwise_reads_columns_stored_by_phase(
+    monkeypatch, channels, size, kernel, strides, pads, producer
+):
+    """A producer that stores each row's columns by phase (even columns, then odd) feeds a strided
+    depthwise convolution that reads exactly its output columns, in place, and matches torch; the same
+    input outside a frame is put back in order and still exact."""
+    from mobilenets.runtime.ops import Conv
+
+    rng = np.random.default_rng(4)
+    batch = 2
+    if producer == "stem":
+        stem_x = rng.standard_normal((batch, 3, 2 * size[0], 2 * size[1]), dtype=np.float32)
+        stem_w = rng.standard_normal((channels, 3, 3, 3), dtype=np.float32)
+        x = Conv(stem_x, stem_w, pads=[1, 1, 1, 1], strides=[2, 2])
+
+        def produce(**runner):
+            return Conv(stem_x, stem_w, pads=[1, 1, 1, 1], strides=[2, 2], **runner)
+    else:
+        x = rng.standard_normal((batch, channels, *size), dtype=np.float32)
+        identity = np.eye(channels, dtype=np.float32).reshape(channels, channels, 1, 1)
+
+        def produce(**runner):
+            return Conv(x, identity, **runner)
+
+    w = rng.standard_normal((channels, 1, kernel, kernel), dtype=np.float32)
+    b = rng.standard_normal(channels, dtype=np.float32)
+    top, left, bottom, right = pads
+    padded = torch.nn.functional.pad(torch.from_numpy(np.ascontiguousarray(x)), (left, right, top, bottom))
+    expected = torch.nn.functional.conv2d(
+        padded, torch.from_numpy(w), torch.from_numpy(b), stride=strides, groups=channels
+    ).numpy()
+    phased = produce(margin_rows=max(top, bottom) + 1, column_phases=strides[1])
+    natural = np.asarray(x).transpose(0, 2, 3, 1)
+    stored = phased.transpose(0, 2, 3, 1)  # (the GEMM sums in another order: last-bit differences)
+    np.testing.assert_allclose(stored[:, :, : (size[1] + 1) // 2], natural[:, :, ::2], rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(stored[:, :, (size[1] + 1) // 2 :], natural[:, :, 1::2], rtol=1e-5, atol=1e-5)
+    attributes = {"group": channels, "pads": list(pads), "strides": list(strides)}
+    with monkeypatch.context() as patch:
+        _no_copying_paths(patch)
+        got = Conv(phased, w, b, input_column_phases=strides[1], **attributes)
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-4)
+    unframed = produce(column_phases=strides[1])
+    got = Conv(unframed, w, b, input_column_phases=strides[1], **attributes)
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-4)
+
+
+def test_columns_are_stored_by_phase_only_for_a_sole_strided_reader(tmp_path):
+    """The runner stores a convolution's columns by phase only when a strided depthwise convolution is
+    the one reader of it and of every activation on the way; a second reader keeps the natural order."""
+    from onnx import TensorProto, helper
+
+    rng = np.random.default_rng(5)
+    channels = 8
+
+    def weights(name, shape):
+        return helper.make_tensor(name, TensorProto.FLOAT, shape, rng.standard_normal(shape).ravel().tolist())
+
+    depthwise = {"group": channels, "kernel_shape": [3, 3], "pads": [1, 1, 1, 1], "strides": [2, 2]}
+    nodes = [
+        helper.make_node("Conv", ["x", "w1"], ["a"], name="expand_sole"),
+        helper.make_node("HardSwish", ["a"], ["a_act"], name="act_sole"),
+        helper.make_node("Conv", ["a_act", "dw1"], ["p"], name="dw_sole", **depthwise),
+        helper.make_node("Conv", ["x", "w2"], ["b"], name="expand_shared"),
+        helper.make_node("Relu", ["b"], ["b_act"], name="act_shared"),
+        helper.make_node("Conv", ["b_act", "dw2"], ["q"], name="dw_shared", **depthwise),
+        helper.make_node("ReduceMean", ["b_act"], ["b_mean"], name="second_reader", keepdims=1),
+        helper.make_node("Add", ["p", "q"], ["s"], name="add"),
+        helper.make_node("Mul", ["s", "b_mean"], ["y"], name="mul"),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4, 15, 15])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+        [
+            weights("w1", [channels, 4, 1, 1]),
+            weights("w2", [channels, 4, 1, 1]),
+            weights("dw1", [channels, 1, 3, 3]),
+            weights("dw2", [channels, 1, 3, 3]),
+        ],
+    )
+    path = tmp_path / "phases.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)]), str(path))
+    model = OnnxModel(path)
+    plan = {model.graph.nodes[index].name: keywords for index, keywords in model._column_phases().items()}
+    assert plan == {"expand_sole": {"column_phases": 2}, "dw_sole": {"input_column_phases": 2}}
+    x = rng.standard_normal((1, 4, 15, 15), dtype=np.float32)
+    np.testing.assert_allclose(model(x), _ort(path, x), rtol=1e-5, atol=1e-5)
+
+
 @pytest.mark.parametrize("name", ["mobilenet_v2_100", "mobilenet_v3_large_100", "mobilenet_v3_small_100"])
 def test_every_depthwise_layer_reads_its_input_in_place(exported, monkeypatch, name):
     """The runner lays each depthwise input out in a zero frame (through in-place activations), so no
     depthwise layer of a MobileNet copies its input into a padded buffer."""
     model = OnnxModel(exported[name])
+    # The strided depthwise layers narrower than 256 channels (three of four) read their input with its
+    # columns stored by phase.
+    planned = [sorted(keywords.items()) for keywords in model._column_phases().values()]
+    assert sorted(planned) == [[("column_phases", 2)]] * 3 + [[("input_column_phases", 2)]] * 3
     x = probe_inputs(2, 64, seed=5).numpy()
     expected = _ort(exported[name], x)
     with monkeypatch.context() as patch:

@@ -15,9 +15,15 @@ producer (``margin_rows``) to lay each image out between zero rows, "the frame";
 depthwise is then k*k shifted views of one flat run of memory: rows above and below come from the
 frame, and a window that runs off the left or right edge reads the neighbouring row's pixels, which the
 tap's weight for that column (zero there) cancels. No padded copy of the input is made. (Exact for
-finite activations; an infinite one would become NaN, not 0, in the next row's edge pixel.) A strided layer
-computes every column of its output rows in one contiguous run and keeps every sw-th: twice the
-multiply-adds, measured 1.5-2.5x faster than splitting the input into column phases.
+finite activations; an infinite one would become NaN, not 0, in the next row's edge pixel.)
+
+A strided layer needs every sw-th column. When the runner can arrange it (the depthwise is the producer's
+only reader, ``column_phases``), the producer stores each row's columns grouped by phase (even columns,
+then odd): a 1x1 convolution by reordering its narrow input before the matrix product, the stem by
+writing its im2col copies in that order. Each tap then reads one contiguous run of exactly the output's
+columns (measured 1.4-1.8x faster on layers under 256 channels). Otherwise a strided layer computes every
+column of its output rows in one contiguous run and keeps every sw-th, or, from 256 channels, reads the
+kept columns directly.
 """
 
 from __future__ import annotations
@@ -42,15 +48,23 @@ def Conv(
     pads=None,
     strides=None,
     margin_rows=0,
+    column_phases=1,
+    input_column_phases=1,
 ):
     """2-D convolution (NCHW in, NCHW out); computed channels-last.
 
-    ``margin_rows`` (set by the runner, not an ONNX attribute): lay the output out with that many zero
-    rows above and below each image, because a depthwise convolution reads it next and can then use
-    them as its padding instead of copying the map into a padded buffer (see :func:`_framed_empty`).
+    Set by the runner, not ONNX attributes (see the module docstring):
+
+    - ``margin_rows``: lay the output out with that many zero rows above and below each image, because a
+      depthwise convolution reads it next and can then use them as its padding instead of copying the
+      map into a padded buffer (see :func:`_framed_empty`);
+    - ``column_phases``: store each output row's columns grouped by phase (0, P, 2P, ..., then 1, P+1,
+      ...), because a depthwise convolution with stride P reads it next; only that consumer may read it;
+    - ``input_column_phases``: this (depthwise) convolution's input is stored that way.
     """
     attributes = dict(auto_pad=auto_pad, dilations=dilations, group=group, kernel_shape=kernel_shape)
-    attributes.update(pads=pads, strides=strides, margin_rows=margin_rows)
+    attributes.update(pads=pads, strides=strides, margin_rows=margin_rows, column_phases=column_phases)
+    attributes.update(input_column_phases=input_column_phases)
     return prepare_conv(X, W, B, **attributes)(X)
 
 
@@ -66,6 +80,8 @@ def prepare_conv(
     pads=None,
     strides=None,
     margin_rows=0,
+    column_phases=1,
+    input_column_phases=1,
 ) -> Callable[[np.ndarray], np.ndarray]:
     """``Conv`` with these weights, for inputs of ``X``'s shape and dtype: returns ``run(X)``."""
     if X.ndim != 4:
@@ -87,11 +103,15 @@ def prepare_conv(
     wo = (w + left + right - dw * (kw - 1) - 1) // sw + 1
     geometry = _Geometry(n, c, h, w, m, kh, kw, sh, sw, dh, dw, top, left, bottom, right, ho, wo, X.dtype)
     if group == c and c_per_group == 1 and m == c:
-        compute = _prepare_depthwise(geometry, W)
+        compute = _prepare_depthwise(geometry, W, input_column_phases)
+        if column_phases > 1:  # (one channel: both depthwise and group 1) reorder what it made
+            compute = _then_by_phase(compute, column_phases)
+    elif input_column_phases > 1:
+        raise NotImplementedError("columns stored by phase as the input of a non-depthwise convolution")
     elif group == 1 and kh == kw == 1:
-        compute = _prepare_pointwise(geometry, W, margin_rows)
+        compute = _prepare_pointwise(geometry, W, margin_rows, column_phases)
     else:
-        compute = _prepare_general(geometry, W, group, margin_rows)
+        compute = _prepare_general(geometry, W, group, margin_rows, column_phases)
 
     def run(X):
         out = compute(X)
@@ -130,6 +150,12 @@ class _Geometry:
         return ((0, 0), (self.top, self.bottom), (self.left, self.right), (0, 0))
 
 
+# Channels from which a strided depthwise layer reads its kept columns directly, as runs of C floats
+# (measured: from 256 on, a run of C is long enough for einsum's inner loop, and this beats both
+# computing every column and storing the input's columns by phase, which is 3-20% slower there).
+DIRECT_COLUMNS_FROM = 256
+
+
 def _same_pads(size: int, kernel: int, stride: int, dilation: int, upper: bool) -> tuple[int, int]:
     effective = (kernel - 1) * dilation + 1
     total = max((-(-size // stride) - 1) * stride + effective - size, 0)
@@ -142,8 +168,9 @@ def _same_pads(size: int, kernel: int, stride: int, dilation: int, upper: bool) 
 # ---------------------------------------------------------------------------------------------------
 
 
-def _prepare_pointwise(g: _Geometry, W, margin_rows):
-    """A 1x1 convolution: one matrix product over (pixels, channels), straight into the frame."""
+def _prepare_pointwise(g: _Geometry, W, margin_rows, column_phases):
+    """A 1x1 convolution: one matrix product over (pixels, channels), straight into the frame. Output
+    pixels come in the input's order, so columns stored by phase cost one copy of the (narrow) input."""
     n, ho, wo, m = g.n, g.ho, g.wo, g.m
     # A contiguous (C, M) copy, not a transposed view: measured 3-4% faster end to end (OpenBLAS).
     kernel = weight_layout(W, "pointwise", lambda W: np.ascontiguousarray(W.reshape(m, -1).T))
@@ -153,6 +180,8 @@ def _prepare_pointwise(g: _Geometry, W, margin_rows):
         x = X.transpose(0, 2, 3, 1)  # NHWC view: free when X came from another Conv
         if not plain:
             x = _padded(x, g.nhwc_pads)[:, : g.sh * (ho - 1) + 1 : g.sh, : g.sw * (wo - 1) + 1 : g.sw, :]
+        if column_phases > 1:
+            x = _by_phase(x, column_phases, _scratch(("by phase", column_phases), x.shape, x.dtype))
         pixels = np.ascontiguousarray(x).reshape(n, ho * wo, g.c)
         out = _framed_empty(n, ho, wo, m, g.dtype, margin_rows) if margin_rows else None
         return np.matmul(pixels, kernel, out=out).reshape(n, ho, wo, m)
@@ -160,7 +189,7 @@ def _prepare_pointwise(g: _Geometry, W, margin_rows):
     return compute
 
 
-def _prepare_general(g: _Geometry, W, group, margin_rows):
+def _prepare_general(g: _Geometry, W, group, margin_rows, column_phases):
     """Any other convolution (in MobileNets, the stem), by im2col per group."""
     per_group, c_per_group = g.m // group, W.shape[1]
     kernels = [
@@ -180,6 +209,7 @@ def _prepare_general(g: _Geometry, W, group, margin_rows):
                 kernel,
                 g,
                 _framed_empty(g.n, g.ho, g.wo, g.m, g.dtype, margin_rows) if framed else None,
+                column_phases,
             )
             for k, kernel in enumerate(kernels)
         ]
@@ -188,11 +218,11 @@ def _prepare_general(g: _Geometry, W, group, margin_rows):
     return compute
 
 
-def _im2col_conv(X, kernel, g: _Geometry, out=None):
+def _im2col_conv(X, kernel, g: _Geometry, out=None, column_phases=1):
     """General convolution of a padded NCHW ``X``: one row of columns per (tap, input channel), each a
     strided copy of the whole output grid, then one matrix product. Rows of N*Ho*Wo floats keep the
     copies long when C is 3, where a (pixel, tap, channel) gather would copy 3 floats at a time.
-    Returns NHWC."""
+    Returns NHWC (its columns stored by phase if asked: the copies just land in that order)."""
     n, ho, wo, sh, sw, dh, dw = g.n, g.ho, g.wo, g.sh, g.sw, g.dh, g.dw
     c = X.shape[1]
     columns = np.empty((g.kh, g.kw, c, n, ho, wo), dtype=X.dtype)
@@ -201,7 +231,10 @@ def _im2col_conv(X, kernel, g: _Geometry, out=None):
             window = X[
                 :, :, i * dh : i * dh + sh * (ho - 1) + 1 : sh, j * dw : j * dw + sw * (wo - 1) + 1 : sw
             ]
-            columns[i, j] = window.transpose(1, 0, 2, 3)
+            if column_phases > 1:
+                _by_phase(window.transpose(1, 0, 2, 3), column_phases, columns[i, j], axis=3)
+            else:
+                columns[i, j] = window.transpose(1, 0, 2, 3)
     rows = columns.reshape(g.kh * g.kw * c, n, ho * wo).transpose(1, 2, 0)  # (N, pixels, taps)
     return np.matmul(rows, kernel, out=out).reshape(n, ho, wo, kernel.shape[1])
 
@@ -211,13 +244,37 @@ def _im2col_conv(X, kernel, g: _Geometry, out=None):
 # ---------------------------------------------------------------------------------------------------
 
 
-def _prepare_depthwise(g: _Geometry, W):
+def _prepare_depthwise(g: _Geometry, W, input_column_phases=1):
     """A depthwise convolution: in the frame when its input lies in one, else by copying paths."""
+    phases = input_column_phases
+    if phases > 1:
+        in_frame = _prepare_phased_in_frame(g, W) if phases == g.sw and g.dw == 1 else lambda x: None
+    else:
+        in_frame = _prepare_in_frame(g, W)
+
+    def compute(X):
+        x = X.transpose(0, 2, 3, 1)
+        out = in_frame(x)
+        if out is not None:
+            return out
+        if phases > 1:
+            x = _natural_order(x, phases, axis=2)
+        # Measured: rows win down to 14x14 maps (a 7x7 map is a few rows), except on a strided layer
+        # whose input outgrows L2 (V2's 112x112x96): there the phase copy costs more than the patches.
+        if g.ho * g.wo > 100 and not (g.sh > 1 and x.nbytes > 2**21):
+            return _depthwise_rows(x, W, g)
+        return _depthwise_patches(_padded(x, g.nhwc_pads), W, g)
+
+    return compute
+
+
+def _prepare_in_frame(g: _Geometry, W):
+    """``in_frame(x)``: the depthwise convolution of an NHWC ``x`` that lies in a frame, read where it
+    lies; None when it does not (or the frame is too small for the padding)."""
     c, kh, kw = g.c, g.kh, g.kw
     # A strided layer either computes every column of its output rows (as if stride 1, in one
-    # contiguous run) and keeps every sw-th, or reads the kept columns directly (runs of C): measured,
-    # the second wins from C = 256 on, where a run of C floats is long enough for einsum's inner loop.
-    step = g.sw if g.sw > 1 and c >= 256 else 1
+    # contiguous run) and keeps every sw-th, or reads the kept columns directly (runs of C).
+    step = g.sw if g.sw > 1 and c >= DIRECT_COLUMNS_FROM else 1
     columns = g.wo if step > 1 else g.sw * (g.wo - 1) + 1
     row_weights = []  # made on first use: an input that never lies in a frame (int8 files) never needs them
     row, item = g.w * c, np.dtype(g.dtype).itemsize
@@ -237,7 +294,8 @@ def _prepare_depthwise(g: _Geometry, W):
         if before > margin or after > margin:
             return None
         if not row_weights:
-            row_weights.append(_row_weights(W, kh, kw, columns, step, g.w, g.left, g.dw))
+            sources = [step * np.arange(columns) + j * g.dw - g.left for j in range(kw)]
+            row_weights.append(_row_weights(W, sources, g.w))
         weights = row_weights[0]
         # np.ndarray, not as_strided: a tenth of the set-up, and it refuses to reach past the buffer.
         windows = np.ndarray(
@@ -254,18 +312,91 @@ def _prepare_depthwise(g: _Geometry, W):
             return np.ascontiguousarray(out[:, :, :: g.sw]) if g.sw > 1 else out
         return np.einsum("nrijwc,ijwc->nrwc", windows, weights, out=out)
 
-    def compute(X):
-        x = X.transpose(0, 2, 3, 1)
-        out = in_frame(x)
-        if out is not None:
-            return out
-        # Measured: rows win down to 14x14 maps (a 7x7 map is a few rows), except on a strided layer
-        # whose input outgrows L2 (V2's 112x112x96): there the phase copy costs more than the patches.
-        if g.ho * g.wo > 100 and not (g.sh > 1 and x.nbytes > 2**21):
-            return _depthwise_rows(x, W, g)
-        return _depthwise_patches(_padded(x, g.nhwc_pads), W, g)
+    return in_frame
 
-    return compute
+
+def _prepare_phased_in_frame(g: _Geometry, W):
+    """``in_frame(x)`` for a strided layer whose input columns are stored by phase (``column_phases``).
+
+    Output column x's tap j reads input column sw*x + j - left: phase (j - left) mod sw, at position
+    x + (j - left) // sw within it. So each tap reads one contiguous run of Wo*C floats, and the taps of
+    one phase are C floats apart: one einsum per phase over exactly the output columns (no computing
+    every column and keeping every sw-th, no strided copy after)."""
+    c, kh, kw, sw = g.c, g.kh, g.kw, g.sw
+    row, item = g.w * c, np.dtype(g.dtype).itemsize
+    first = np.cumsum([0] + [len(range(p, g.w, sw)) for p in range(sw)]) * c  # each phase's first element
+    plans = []  # per phase with taps: (taps, element offset of the first window from the image start)
+    for p in range(sw):
+        taps = [j for j in range(kw) if (j - g.left) % sw == p]
+        if taps:
+            plans.append((taps, first[p] + (taps[0] - g.left) // sw * c - g.top * row))
+    last_row = (g.sh * (g.ho - 1) + g.dh * (kh - 1)) * row
+    before = max(-offset for _, offset in plans)  # zero elements the windows need above the image
+    after = max(offset + last_row + (len(taps) - 1 + g.wo) * c for taps, offset in plans) - g.h * row
+    phase_weights = []  # made on first use, as in _prepare_in_frame
+
+    def in_frame(x):
+        full = _frame_of(x)
+        if full is None:
+            return None
+        margin = (full.shape[1] - g.h * g.w) // 2 * c
+        if before > margin or after > margin:
+            return None
+        if not phase_weights:
+            for taps, _ in plans:
+                sources = [sw * np.arange(g.wo) + j - g.left for j in taps]
+                phase_weights.append(_row_weights(W[:, :, :, taps], sources, g.w).reshape(kh, len(taps), -1))
+        out = np.empty((g.n, g.ho, g.wo * c), g.dtype)
+        for k, ((taps, offset), weights) in enumerate(zip(plans, phase_weights, strict=True)):
+            windows = np.ndarray(
+                (g.n, g.ho, kh, len(taps), g.wo * c),
+                g.dtype,
+                buffer=full,
+                offset=(margin + offset) * item,
+                strides=(full.strides[0], g.sh * row * item, g.dh * row * item, c * item, item),
+            )
+            if k == 0:
+                np.einsum("nrijx,ijx->nrx", windows, weights, out=out)
+            else:
+                out += np.einsum(
+                    "nrijx,ijx->nrx", windows, weights, out=_scratch("tmp", out.shape, out.dtype)
+                )
+        return out.reshape(g.n, g.ho, g.wo, c)
+
+    return in_frame
+
+
+def _then_by_phase(compute, phases):
+    def reordered(X):
+        out = compute(X)
+        return _by_phase(out, phases, np.empty_like(out))
+
+    return reordered
+
+
+def _by_phase(x, phases, out, axis=2):
+    """``x`` copied into ``out`` with its columns (``axis``) grouped by phase: 0, P, 2P, ..., 1, P+1, ..."""
+    index, start = [slice(None)] * x.ndim, 0
+    for p in range(phases):
+        index[axis] = slice(p, None, phases)
+        part = x[tuple(index)]
+        index[axis] = slice(start, start + part.shape[axis])
+        out[tuple(index)] = part
+        start += part.shape[axis]
+    return out
+
+
+def _natural_order(x, phases, axis=2):
+    """The inverse of :func:`_by_phase`, in a new array."""
+    out, index, start = np.empty_like(x), [slice(None)] * x.ndim, 0
+    for p in range(phases):
+        index[axis] = slice(p, None, phases)
+        width = len(range(p, x.shape[axis], phases))
+        source = list(index)
+        source[axis] = slice(start, start + width)
+        out[tuple(index)] = x[tuple(source)]
+        start += width
+    return out
 
 
 def _framed_empty(n, ho, wo, c, dtype, margin_rows):
@@ -304,15 +435,14 @@ def _frame_of(x):
     return full
 
 
-def _row_weights(W, kh, kw, columns, step, width, left, dw):
-    """(kh, kw, columns, C): each tap's weights repeated along an output row (output column x reads
-    input column step*x + j*dw - left for tap j), zero where the tap falls outside the image (there it
-    reads a neighbouring row)."""
-    c = W.shape[0]
-    per_tap = W.reshape(c, kh, kw).transpose(1, 2, 0)  # (kh, kw, C)
-    weights = np.repeat(per_tap[:, :, None, :], columns, axis=2)  # (kh, kw, columns, C)
-    for j in range(kw):
-        source = step * np.arange(columns) + j * dw - left  # the input column tap j reads
+def _row_weights(W, sources, width):
+    """(kh, taps, columns, C): each tap's weights repeated along an output row, where ``sources[j]``
+    holds the input column that tap j reads at each output column; zero where that column is outside the
+    image (there the run reads a neighbouring row, or phase)."""
+    c, kh, kw = W.shape[0], W.shape[2], W.shape[3]
+    per_tap = W.reshape(c, kh, kw).transpose(1, 2, 0)  # (kh, taps, C)
+    weights = np.repeat(per_tap[:, :, None, :], len(sources[0]), axis=2)  # (kh, taps, columns, C)
+    for j, source in enumerate(sources):
         weights[:, j, (source < 0) | (source >= width)] = 0
     return weights
 

@@ -7,7 +7,10 @@ first run:
 - an elementwise op whose input dies at that node, and shares memory with nothing still live, writes its
   result over that input (``out=``) instead of into a new array;
 - a convolution whose output (through such in-place ops) feeds a depthwise convolution lays it out
-  between zero rows (``margin_rows=``), so the depthwise reads it where it lies, padding included.
+  between zero rows (``margin_rows=``), so the depthwise reads it where it lies, padding included;
+- when that depthwise convolution has a horizontal stride and is the only reader (through activations
+  that only it reads), the producer stores each row's columns grouped by phase (``column_phases=``), so
+  the depthwise reads exactly the columns it needs as contiguous runs.
 
 Convolutions are prepared on the first run with a given input shape (geometry and weight layouts, see
 :func:`.conv.prepare_conv`) and kept for later runs with that shape.
@@ -22,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .conv import DIRECT_COLUMNS_FROM
 from .ops import OPS, PREPARED, RUNNER_KEYWORDS
 from .protobuf import OnnxFormatError, parse_model
 
@@ -34,6 +38,8 @@ class UnsupportedOnnx(NotImplementedError):
 # whose output may be a view of their first input.
 IN_PLACE_OPS = {"Relu": 1, "Clip": 1, "HardSigmoid": 1, "HardSwish": 1, "Add": 2, "Mul": 2}
 VIEW_OPS = {"Reshape", "Flatten", "Identity"}
+# Elementwise ops of one tensor (Clip's bounds are scalars): blind to the order columns are stored in.
+UNARY_OPS = {"Relu", "Clip", "HardSigmoid", "HardSwish"}
 PREPARED_SHAPES = 8  # input shapes whose prepared ops a model keeps
 
 
@@ -98,6 +104,7 @@ class OnnxModel:
         last_use, steps = self._liveness(), []
         in_place = self._in_place_inputs(last_use)
         margins = self._depthwise_margins(in_place)
+        phases = self._column_phases()
         for index, node in enumerate(self.graph.nodes):
             inputs = list(node.inputs)
             while inputs and not inputs[-1]:
@@ -112,6 +119,7 @@ class OnnxModel:
             kwargs = _kwargs(node)
             if index in margins:
                 kwargs["margin_rows"] = margins[index]
+            kwargs.update(phases.get(index, {}))
             function = OPS[node.op_type]
             weights_only = all(not name or name in self.initializers for name in inputs[1:])
             prepare = PREPARED.get(node.op_type) if weights_only and inputs else None
@@ -168,24 +176,27 @@ class OnnxModel:
                     members[shared].append(output)
         return chosen
 
+    def _is_depthwise(self, node) -> bool:
+        """A Conv with weights in the file, one filter per channel (group = channels), explicit pads."""
+        weights = self.initializers.get(node.inputs[1]) if len(node.inputs) > 1 else None
+        return (
+            node.op_type == "Conv"
+            and weights is not None
+            and weights.ndim == 4
+            and weights.shape[1] == 1
+            and node.attributes.get("group", 1) == weights.shape[0]
+            and node.attributes.get("auto_pad", "NOTSET") == "NOTSET"
+        )
+
     def _depthwise_margins(self, in_place: dict[int, str]) -> dict[int, int]:
         """Node index of a Conv -> zero rows to lay its output out with: the most any depthwise
         convolution reading it (directly or through in-place ops) pads above or below, plus one."""
         producer = {output: index for index, node in enumerate(self.graph.nodes) for output in node.outputs}
         margins: dict[int, int] = {}
         for node in self.graph.nodes:
-            weights = self.initializers.get(node.inputs[1]) if len(node.inputs) > 1 else None
-            attributes = node.attributes
-            if (
-                node.op_type != "Conv"
-                or weights is None
-                or weights.ndim != 4
-                or weights.shape[1] != 1
-                or attributes.get("group", 1) != weights.shape[0]
-                or attributes.get("auto_pad", "NOTSET") != "NOTSET"
-            ):
+            if not self._is_depthwise(node):
                 continue
-            pads = attributes.get("pads") or (0, 0, 0, 0)
+            pads = node.attributes.get("pads") or (0, 0, 0, 0)
             rows = max(pads[0], pads[2]) + 1
             source = producer.get(node.inputs[0])
             while source is not None and in_place.get(source) is not None:
@@ -193,6 +204,41 @@ class OnnxModel:
             if source is not None and self.graph.nodes[source].op_type == "Conv":
                 margins[source] = max(margins.get(source, 0), rows)
         return margins
+
+    def _column_phases(self) -> dict[int, dict[str, int]]:
+        """Node index -> runner keywords for column phases: a Conv (group 1) whose output reaches a
+        depthwise convolution with horizontal stride P > 1 (and fewer than DIRECT_COLUMNS_FROM channels)
+        only through unary elementwise ops, and that nothing else reads (nor any value on the way, nor
+        the graph's outputs), stores its columns in P phases (``column_phases``); the depthwise is told
+        (``input_column_phases``)."""
+        producer = {output: index for index, node in enumerate(self.graph.nodes) for output in node.outputs}
+        readers: dict[str, list[int]] = {}
+        for index, node in enumerate(self.graph.nodes):
+            for name in dict.fromkeys(node.inputs):
+                if name:
+                    readers.setdefault(name, []).append(index)
+        outputs = set(self.outputs)
+        plan: dict[int, dict[str, int]] = {}
+        for index, node in enumerate(self.graph.nodes):
+            stride = (node.attributes.get("strides") or (1, 1))[-1]
+            if (
+                not self._is_depthwise(node)
+                or tuple(node.attributes.get("dilations") or (1, 1)) != (1, 1)
+                or stride < 2
+                or self.initializers[node.inputs[1]].shape[0] >= DIRECT_COLUMNS_FROM  # reads columns directly
+            ):
+                continue
+            value, reader = node.inputs[0], index
+            while value not in outputs and readers.get(value) == [reader] and value in producer:
+                source = self.graph.nodes[producer[value]]
+                if source.op_type == "Conv" and source.attributes.get("group", 1) == 1:
+                    plan.setdefault(producer[value], {})["column_phases"] = stride
+                    plan.setdefault(index, {})["input_column_phases"] = stride
+                    break
+                if source.op_type not in UNARY_OPS:
+                    break
+                value, reader = source.inputs[0], producer[value]
+        return plan
 
     # -- running -----------------------------------------------------------------------------------
     def check_input(self, x: np.ndarray) -> np.ndarray:

@@ -247,7 +247,8 @@ def DequantizeLinear(x, x_scale, x_zero_point=None, *, axis=1, block_size=0):
     return ((x.astype(np.int32) - zero) * _per_axis(x_scale, x, axis)).astype(np.float32)
 
 
-RUNNER_KEYWORDS = frozenset({"out", "margin_rows"})  # passed by the runner, never read from a node
+# Passed by the runner, never read from a node.
+RUNNER_KEYWORDS = frozenset({"out", "margin_rows", "column_phases", "input_column_phases"})
 
 OPS = {
     name: function
