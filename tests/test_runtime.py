@@ -327,62 +327,72 @@ def test_depthwise_reads_a_framed_input_where_it_lies(
 
 
 @pytest.mark.parametrize(
-    "channels, size, kernel, strides, pads, producer",
+    "channels, size, kernel, strides, pads",
     [
-        (24, (23, 40), 3, (2, 2), (1, 1, 1, 1), "pointwise"),
-        (24, (47, 47), 5, (2, 2), (2, 2, 2, 2), "pointwise"),  # odd width: phases of 24 and 23 columns
-        (24, (45, 43), 3, (2, 2), (1, 0, 1, 0), "pointwise"),  # asymmetric: no padding after
-        (24, (60, 50), 3, (2, 2), (0, 0, 1, 1), "pointwise"),  # TF "same": padding only after
-        (24, (21, 30), 5, (1, 2), (2, 2, 2, 2), "pointwise"),  # strided along the row only
-        (24, (9, 9), 5, (2, 2), (2, 2, 2, 2), "pointwise"),
-        (256, (14, 13), 5, (2, 2), (2, 2, 2, 2), "pointwise"),
-        (16, (28, 28), 3, (2, 2), (1, 1, 1, 1), "stem"),  # V3-Small's stem feeds a strided depthwise
+        (24, (23, 40), 3, (2, 2), (1, 1, 1, 1)),
+        (24, (47, 47), 5, (2, 2), (2, 2, 2, 2)),  # odd width: phases of 24 and 23 columns
+        (24, (45, 43), 3, (2, 2), (1, 0, 1, 0)),  # asymmetric: no padding after
+        (24, (60, 50), 3, (2, 2), (0, 0, 1, 1)),  # TF "same": padding only after
+        (24, (21, 30), 5, (1, 2), (2, 2, 2, 2)),  # strided along the row only
+        (24, (9, 9), 5, (2, 2), (2, 2, 2, 2)),
+        (256, (14, 13), 5, (2, 2), (2, 2, 2, 2)),
     ],
 )
-def test_strided_depthwise_reads_columns_stored_by_phase(
-    monkeypatch, channels, size, kernel, strides, pads, producer
-):
-    """A producer that stores each row's columns by phase (even columns, then odd) feeds a strided
+def test_strided_depthwise_reads_columns_stored_by_phase(monkeypatch, channels, size, kernel, strides, pads):
+    """A 1x1 convolution that stores each row's columns by phase (even columns, then odd) feeds a strided
     depthwise convolution that reads exactly its output columns, in place, and matches torch; the same
     input outside a frame is put back in order and still exact."""
     from mobilenets.runtime.ops import Conv
 
     rng = np.random.default_rng(4)
-    batch = 2
-    if producer == "stem":
-        stem_x = rng.standard_normal((batch, 3, 2 * size[0], 2 * size[1]), dtype=np.float32)
-        stem_w = rng.standard_normal((channels, 3, 3, 3), dtype=np.float32)
-        x = Conv(stem_x, stem_w, pads=[1, 1, 1, 1], strides=[2, 2])
-
-        def produce(**runner):
-            return Conv(stem_x, stem_w, pads=[1, 1, 1, 1], strides=[2, 2], **runner)
-    else:
-        x = rng.standard_normal((batch, channels, *size), dtype=np.float32)
-        identity = np.eye(channels, dtype=np.float32).reshape(channels, channels, 1, 1)
-
-        def produce(**runner):
-            return Conv(x, identity, **runner)
-
+    x = rng.standard_normal((2, channels, *size), dtype=np.float32)
+    identity = np.eye(channels, dtype=np.float32).reshape(channels, channels, 1, 1)
     w = rng.standard_normal((channels, 1, kernel, kernel), dtype=np.float32)
     b = rng.standard_normal(channels, dtype=np.float32)
     top, left, bottom, right = pads
-    padded = torch.nn.functional.pad(torch.from_numpy(np.ascontiguousarray(x)), (left, right, top, bottom))
+    padded = torch.nn.functional.pad(torch.from_numpy(x), (left, right, top, bottom))
     expected = torch.nn.functional.conv2d(
         padded, torch.from_numpy(w), torch.from_numpy(b), stride=strides, groups=channels
     ).numpy()
-    phased = produce(margin_rows=max(top, bottom) + 1, column_phases=strides[1])
-    natural = np.asarray(x).transpose(0, 2, 3, 1)
-    stored = phased.transpose(0, 2, 3, 1)  # (the GEMM sums in another order: last-bit differences)
-    np.testing.assert_allclose(stored[:, :, : (size[1] + 1) // 2], natural[:, :, ::2], rtol=1e-5, atol=1e-5)
-    np.testing.assert_allclose(stored[:, :, (size[1] + 1) // 2 :], natural[:, :, 1::2], rtol=1e-5, atol=1e-5)
+    phased = Conv(x, identity, margin_rows=max(top, bottom) + 1, column_phases=strides[1])
+    stored, natural = phased.transpose(0, 2, 3, 1), x.transpose(0, 2, 3, 1)
+    np.testing.assert_array_equal(stored[:, :, : (size[1] + 1) // 2], natural[:, :, ::2])
+    np.testing.assert_array_equal(stored[:, :, (size[1] + 1) // 2 :], natural[:, :, 1::2])
     attributes = {"group": channels, "pads": list(pads), "strides": list(strides)}
     with monkeypatch.context() as patch:
         _no_copying_paths(patch)
         got = Conv(phased, w, b, input_column_phases=strides[1], **attributes)
     np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-4)
-    unframed = produce(column_phases=strides[1])
+    unframed = Conv(x, identity, column_phases=strides[1])
     got = Conv(unframed, w, b, input_column_phases=strides[1], **attributes)
     np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-4)
+
+
+def test_any_convolution_stores_columns_by_phase_when_asked():
+    """The runner asks only 1x1 convolutions to store their columns by phase; any other convolution asked
+    (the stem, a depthwise) reorders what it made, so the strided depthwise reading it is still exact."""
+    from mobilenets.runtime.ops import Conv
+
+    rng = np.random.default_rng(6)
+    x = rng.standard_normal((2, 3, 30, 27), dtype=np.float32)
+    stem = rng.standard_normal((8, 3, 3, 3), dtype=np.float32)
+    depthwise = rng.standard_normal((8, 1, 3, 3), dtype=np.float32)
+    natural = Conv(x, stem, pads=[1, 1, 1, 1], strides=[2, 2])
+    assert natural.shape == (2, 8, 15, 14)  # 14 columns: phases of 7 and 7
+    stored = Conv(x, stem, pads=[1, 1, 1, 1], strides=[2, 2], margin_rows=2, column_phases=2)
+    np.testing.assert_array_equal(stored[..., :7], natural[..., ::2])
+    np.testing.assert_array_equal(stored[..., 7:], natural[..., 1::2])
+    after = Conv(natural, depthwise, group=8, pads=[1, 1, 1, 1])
+    stored = Conv(natural, depthwise, group=8, pads=[1, 1, 1, 1], column_phases=2)
+    np.testing.assert_array_equal(stored[..., :7], after[..., ::2])
+    np.testing.assert_array_equal(stored[..., 7:], after[..., 1::2])
+    strided = {"group": 8, "pads": [1, 1, 1, 1], "strides": [2, 2]}
+    np.testing.assert_allclose(
+        Conv(stored, depthwise, input_column_phases=2, **strided),
+        Conv(after, depthwise, **strided),
+        rtol=1e-6,
+        atol=1e-6,
+    )
 
 
 def test_columns_are_stored_by_phase_only_for_a_sole_strided_reader(tmp_path):
@@ -434,10 +444,11 @@ def test_every_depthwise_layer_reads_its_input_in_place(exported, monkeypatch, n
     """The runner lays each depthwise input out in a zero frame (through in-place activations), so no
     depthwise layer of a MobileNet copies its input into a padded buffer."""
     model = OnnxModel(exported[name])
-    # The strided depthwise layers narrower than 256 channels (three of four) read their input with its
-    # columns stored by phase.
+    # The strided depthwise layers under 256 channels that a 1x1 convolution feeds read their input with
+    # its columns stored by phase (V3-Small's first one reads the stem's output).
+    phased = {"mobilenet_v2_100": 3, "mobilenet_v3_large_100": 3, "mobilenet_v3_small_100": 2}[name]
     planned = [sorted(keywords.items()) for keywords in model._column_phases().values()]
-    assert sorted(planned) == [[("column_phases", 2)]] * 3 + [[("input_column_phases", 2)]] * 3
+    assert sorted(planned) == [[("column_phases", 2)]] * phased + [[("input_column_phases", 2)]] * phased
     x = probe_inputs(2, 64, seed=5).numpy()
     expected = _ort(exported[name], x)
     with monkeypatch.context() as patch:

@@ -17,10 +17,10 @@ frame, and a window that runs off the left or right edge reads the neighbouring 
 tap's weight for that column (zero there) cancels. No padded copy of the input is made. (Exact for
 finite activations; an infinite one would become NaN, not 0, in the next row's edge pixel.)
 
-A strided layer needs every sw-th column. When the runner can arrange it (the depthwise is the producer's
-only reader, ``column_phases``), the producer stores each row's columns grouped by phase (even columns,
-then odd): a 1x1 convolution by reordering its narrow input before the matrix product, the stem by
-writing its im2col copies in that order. Each tap then reads one contiguous run of exactly the output's
+A strided layer needs every sw-th column. When the runner can arrange it (the depthwise is the only
+reader of a 1x1 convolution's output, ``column_phases``), the producer stores each row's columns grouped
+by phase (even columns, then odd), by reordering its narrow input before the matrix product. Each tap
+then reads one contiguous run of exactly the output's
 columns (measured 1.4-1.8x faster on layers under 256 channels). Otherwise a strided layer computes every
 column of its output rows in one contiguous run and keeps every sw-th, or, from 256 channels, reads the
 kept columns directly.
@@ -102,16 +102,19 @@ def prepare_conv(
     ho = (h + top + bottom - dh * (kh - 1) - 1) // sh + 1
     wo = (w + left + right - dw * (kw - 1) - 1) // sw + 1
     geometry = _Geometry(n, c, h, w, m, kh, kw, sh, sw, dh, dw, top, left, bottom, right, ho, wo, X.dtype)
+    pointwise = group == 1 and kh == kw == 1 and not (group == c and c_per_group == 1 and m == c)
+    if input_column_phases > 1 and not (group == c and c_per_group == 1 and m == c):
+        raise NotImplementedError("columns stored by phase as the input of a non-depthwise convolution")
     if group == c and c_per_group == 1 and m == c:
         compute = _prepare_depthwise(geometry, W, input_column_phases)
-        if column_phases > 1:  # (one channel: both depthwise and group 1) reorder what it made
-            compute = _then_by_phase(compute, column_phases)
-    elif input_column_phases > 1:
-        raise NotImplementedError("columns stored by phase as the input of a non-depthwise convolution")
-    elif group == 1 and kh == kw == 1:
+    elif pointwise:
         compute = _prepare_pointwise(geometry, W, margin_rows, column_phases)
     else:
-        compute = _prepare_general(geometry, W, group, margin_rows, column_phases)
+        compute = _prepare_general(geometry, W, group, margin_rows)
+    if column_phases > 1 and not pointwise:
+        # The runner asks only 1x1 convolutions for it (they reorder their narrow input; measured, the
+        # stem's im2col in that order costs more than its depthwise saves): reorder what was made.
+        compute = _then_by_phase(compute, column_phases)
 
     def run(X):
         out = compute(X)
@@ -189,7 +192,7 @@ def _prepare_pointwise(g: _Geometry, W, margin_rows, column_phases):
     return compute
 
 
-def _prepare_general(g: _Geometry, W, group, margin_rows, column_phases):
+def _prepare_general(g: _Geometry, W, group, margin_rows):
     """Any other convolution (in MobileNets, the stem), by im2col per group."""
     per_group, c_per_group = g.m // group, W.shape[1]
     kernels = [
@@ -209,7 +212,6 @@ def _prepare_general(g: _Geometry, W, group, margin_rows, column_phases):
                 kernel,
                 g,
                 _framed_empty(g.n, g.ho, g.wo, g.m, g.dtype, margin_rows) if framed else None,
-                column_phases,
             )
             for k, kernel in enumerate(kernels)
         ]
@@ -218,11 +220,11 @@ def _prepare_general(g: _Geometry, W, group, margin_rows, column_phases):
     return compute
 
 
-def _im2col_conv(X, kernel, g: _Geometry, out=None, column_phases=1):
+def _im2col_conv(X, kernel, g: _Geometry, out=None):
     """General convolution of a padded NCHW ``X``: one row of columns per (tap, input channel), each a
     strided copy of the whole output grid, then one matrix product. Rows of N*Ho*Wo floats keep the
     copies long when C is 3, where a (pixel, tap, channel) gather would copy 3 floats at a time.
-    Returns NHWC (its columns stored by phase if asked: the copies just land in that order)."""
+    Returns NHWC."""
     n, ho, wo, sh, sw, dh, dw = g.n, g.ho, g.wo, g.sh, g.sw, g.dh, g.dw
     c = X.shape[1]
     columns = np.empty((g.kh, g.kw, c, n, ho, wo), dtype=X.dtype)
@@ -231,10 +233,7 @@ def _im2col_conv(X, kernel, g: _Geometry, out=None, column_phases=1):
             window = X[
                 :, :, i * dh : i * dh + sh * (ho - 1) + 1 : sh, j * dw : j * dw + sw * (wo - 1) + 1 : sw
             ]
-            if column_phases > 1:
-                _by_phase(window.transpose(1, 0, 2, 3), column_phases, columns[i, j], axis=3)
-            else:
-                columns[i, j] = window.transpose(1, 0, 2, 3)
+            columns[i, j] = window.transpose(1, 0, 2, 3)
     rows = columns.reshape(g.kh * g.kw * c, n, ho * wo).transpose(1, 2, 0)  # (N, pixels, taps)
     return np.matmul(rows, kernel, out=out).reshape(n, ho, wo, kernel.shape[1])
 

@@ -188,6 +188,18 @@ class OnnxModel:
             and node.attributes.get("auto_pad", "NOTSET") == "NOTSET"
         )
 
+    def _is_pointwise(self, node) -> bool:
+        """A 1x1 Conv (group 1) with weights in the file."""
+        weights = self.initializers.get(node.inputs[1]) if len(node.inputs) > 1 else None
+        return (
+            node.op_type == "Conv"
+            and weights is not None
+            and weights.ndim == 4
+            and weights.shape[2:] == (1, 1)
+            and node.attributes.get("group", 1) == 1
+            and not self._is_depthwise(node)
+        )
+
     def _depthwise_margins(self, in_place: dict[int, str]) -> dict[int, int]:
         """Node index of a Conv -> zero rows to lay its output out with: the most any depthwise
         convolution reading it (directly or through in-place ops) pads above or below, plus one."""
@@ -206,7 +218,7 @@ class OnnxModel:
         return margins
 
     def _column_phases(self) -> dict[int, dict[str, int]]:
-        """Node index -> runner keywords for column phases: a Conv (group 1) whose output reaches a
+        """Node index -> runner keywords for column phases: a 1x1 Conv whose output reaches a
         depthwise convolution with horizontal stride P > 1 (and fewer than DIRECT_COLUMNS_FROM channels)
         only through unary elementwise ops, and that nothing else reads (nor any value on the way, nor
         the graph's outputs), stores its columns in P phases (``column_phases``); the depthwise is told
@@ -231,7 +243,7 @@ class OnnxModel:
             value, reader = node.inputs[0], index
             while value not in outputs and readers.get(value) == [reader] and value in producer:
                 source = self.graph.nodes[producer[value]]
-                if source.op_type == "Conv" and source.attributes.get("group", 1) == 1:
+                if self._is_pointwise(source):
                     plan.setdefault(producer[value], {})["column_phases"] = stride
                     plan.setdefault(index, {})["input_column_phases"] = stride
                     break
