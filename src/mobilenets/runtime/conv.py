@@ -109,8 +109,10 @@ def prepare_conv(
         compute = _prepare_depthwise(geometry, W, input_column_phases)
     elif pointwise:
         compute = _prepare_pointwise(geometry, W, margin_rows, column_phases)
+    elif group == 1:  # the bias comes out of the matrix product
+        compute, B = _prepare_general(geometry, W, B, margin_rows), None
     else:
-        compute = _prepare_general(geometry, W, group, margin_rows)
+        compute = _prepare_grouped(geometry, W, group)
     if column_phases > 1 and not pointwise:
         # The runner asks only 1x1 convolutions for it (they reorder their narrow input; measured, the
         # stem's im2col in that order costs more than its depthwise saves): reorder what was made.
@@ -192,50 +194,61 @@ def _prepare_pointwise(g: _Geometry, W, margin_rows, column_phases):
     return compute
 
 
-def _prepare_general(g: _Geometry, W, group, margin_rows):
-    """Any other convolution (in MobileNets, the stem), by im2col per group."""
-    per_group, c_per_group = g.m // group, W.shape[1]
-    kernels = [
-        W[k * per_group : (k + 1) * per_group]
-        .transpose(2, 3, 1, 0)
-        .reshape(g.kh * g.kw * c_per_group, per_group)
-        for k in range(group)
-    ]
-    framed = margin_rows and group == 1
+def _prepare_general(g: _Geometry, W, B, margin_rows):
+    """Any other convolution with one group (in MobileNets, the stem), by im2col, bias included.
+
+    The columns carry one more row, of ones, and the kernel the bias as its last row: the matrix product
+    adds the bias (one more multiply-add per output, against a pass over the whole output after)."""
+    taps = g.kh * g.kw * g.c
+    kernel = np.zeros((taps + 1, g.m), g.dtype)
+    kernel[:taps] = W.transpose(2, 3, 1, 0).reshape(taps, g.m)
+    if B is not None:
+        kernel[taps] = B
 
     def compute(X):
         # The stem reads the network's NCHW input: pad it as NCHW (a plain copy, not a transpose).
         X = _padded(X, ((0, 0), (0, 0), (g.top, g.bottom), (g.left, g.right)))
-        outs = [
-            _im2col_conv(
-                X[:, k * c_per_group : (k + 1) * c_per_group],
-                kernel,
-                g,
-                _framed_empty(g.n, g.ho, g.wo, g.m, g.dtype, margin_rows) if framed else None,
-            )
-            for k, kernel in enumerate(kernels)
-        ]
-        return outs[0] if group == 1 else np.concatenate(outs, axis=-1)
+        columns = _scratch(("im2col", g), (taps + 1, g.n, g.ho * g.wo), g.dtype)
+        _im2col(X, g, columns[:taps].reshape(g.kh, g.kw, g.c, g.n, g.ho, g.wo))
+        columns[taps] = 1
+        out = _framed_empty(g.n, g.ho, g.wo, g.m, g.dtype, margin_rows) if margin_rows else None
+        rows = columns.transpose(1, 2, 0)  # (N, pixels, taps + 1)
+        return np.matmul(rows, kernel, out=out).reshape(g.n, g.ho, g.wo, g.m)
 
     return compute
 
 
-def _im2col_conv(X, kernel, g: _Geometry, out=None):
-    """General convolution of a padded NCHW ``X``: one row of columns per (tap, input channel), each a
-    strided copy of the whole output grid, then one matrix product. Rows of N*Ho*Wo floats keep the
-    copies long when C is 3, where a (pixel, tap, channel) gather would copy 3 floats at a time.
-    Returns NHWC."""
-    n, ho, wo, sh, sw, dh, dw = g.n, g.ho, g.wo, g.sh, g.sw, g.dh, g.dw
-    c = X.shape[1]
-    columns = np.empty((g.kh, g.kw, c, n, ho, wo), dtype=X.dtype)
+def _prepare_grouped(g: _Geometry, W, group):
+    """A grouped convolution that is not depthwise: im2col per group."""
+    per_group, c_per_group = g.m // group, W.shape[1]
+    taps = g.kh * g.kw * c_per_group
+    kernels = [
+        W[k * per_group : (k + 1) * per_group].transpose(2, 3, 1, 0).reshape(taps, -1) for k in range(group)
+    ]
+
+    def compute(X):
+        X = _padded(X, ((0, 0), (0, 0), (g.top, g.bottom), (g.left, g.right)))
+        outs = []
+        for k, kernel in enumerate(kernels):
+            columns = np.empty((g.kh, g.kw, c_per_group, g.n, g.ho, g.wo), g.dtype)
+            _im2col(X[:, k * c_per_group : (k + 1) * c_per_group], g, columns)
+            outs.append(np.matmul(columns.reshape(taps, g.n, -1).transpose(1, 2, 0), kernel))
+        return np.concatenate(outs, axis=-1).reshape(g.n, g.ho, g.wo, g.m)
+
+    return compute
+
+
+def _im2col(X, g: _Geometry, columns):
+    """Fill ``columns`` (kh, kw, C, N, Ho, Wo) from a padded NCHW ``X``: one row per (tap, input
+    channel), each a strided copy of the whole output grid. Rows of N*Ho*Wo floats keep the copies long
+    when C is 3, where a (pixel, tap, channel) gather would copy 3 floats at a time."""
+    ho, wo, sh, sw, dh, dw = g.ho, g.wo, g.sh, g.sw, g.dh, g.dw
     for i in range(g.kh):
         for j in range(g.kw):
             window = X[
                 :, :, i * dh : i * dh + sh * (ho - 1) + 1 : sh, j * dw : j * dw + sw * (wo - 1) + 1 : sw
             ]
             columns[i, j] = window.transpose(1, 0, 2, 3)
-    rows = columns.reshape(g.kh * g.kw * c, n, ho * wo).transpose(1, 2, 0)  # (N, pixels, taps)
-    return np.matmul(rows, kernel, out=out).reshape(n, ho, wo, kernel.shape[1])
 
 
 # ---------------------------------------------------------------------------------------------------
