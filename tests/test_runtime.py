@@ -261,6 +261,37 @@ def test_general_conv_matches_torch(group, stride, pads):
     np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-4)
 
 
+@pytest.mark.parametrize(
+    "channels, out_channels, stride, pads, phases",
+    [
+        (8, 32, 1, (0, 0, 0, 0), 1),  # an expansion: the bias comes out of the product
+        (8, 32, 1, (0, 0, 0, 0), 2),  # ... with its columns stored by phase
+        (32, 8, 1, (0, 0, 0, 0), 1),  # a projection: the bias is added after
+        (32, 8, 1, (0, 0, 0, 0), 2),  # ... but the input is copied anyway: inside the product
+        (8, 12, 2, (1, 0, 0, 1), 1),  # padded and strided: copied anyway
+    ],
+)
+def test_pointwise_conv_adds_its_bias_either_way(channels, out_channels, stride, pads, phases):
+    from mobilenets.runtime.ops import Conv
+
+    rng = np.random.default_rng(7)
+    w = rng.standard_normal((out_channels, channels, 1, 1), dtype=np.float32)
+    b = rng.standard_normal(out_channels, dtype=np.float32)
+    for batch, width in ((2, 11), (1, 11), (2, 11)):  # the work buffer and its ones column, reused
+        x = rng.standard_normal((batch, channels, 9, width), dtype=np.float32)
+        top, left, bottom, right = pads
+        padded = torch.nn.functional.pad(torch.from_numpy(x), (left, right, top, bottom))
+        expected = torch.nn.functional.conv2d(padded, torch.from_numpy(w), torch.from_numpy(b), stride=stride)
+        expected = expected.numpy()
+        got = Conv(x, w, b, pads=list(pads), strides=[stride] * 2, column_phases=phases)
+        if phases > 1:
+            half = (expected.shape[3] + 1) // 2
+            np.testing.assert_allclose(got[..., :half], expected[..., ::2], rtol=1e-5, atol=1e-5)
+            np.testing.assert_allclose(got[..., half:], expected[..., 1::2], rtol=1e-5, atol=1e-5)
+        else:
+            np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
+
+
 def _framed(x, margin_rows):
     """``x`` (NCHW) as a 1x1 convolution with identity weights leaves it: between zero rows."""
     from mobilenets.runtime.ops import Conv
@@ -510,8 +541,9 @@ def test_prepared_convolutions_follow_the_input_shape(exported, monkeypatch):
 
 
 def test_weight_layouts_are_made_once_per_weight_array(exported):
-    """The transposed copies of 1x1 and classifier weights are shared by every prepared input shape and go
-    when the model goes: a model with plans for two batch sizes holds one copy, not two."""
+    """The transposed copies of 1x1 and classifier weights (with the bias as a row, for expansions) are
+    shared by every prepared input shape and go when the model goes: a model with plans for two batch
+    sizes holds one copy, not two."""
     import gc
 
     from mobilenets.runtime import conv
@@ -531,7 +563,9 @@ def test_weight_layouts_are_made_once_per_weight_array(exported):
         model(probe_inputs(batch, 64, seed=batch).numpy())
         added = set(conv._LAYOUTS) - before
         assert len(added) == transposed
-    assert {key[0] for key in added} <= {id(value) for value in model.initializers.values()}
+    assert {array for key in added for array in key[1:]} <= {
+        id(value) for value in model.initializers.values()
+    }
     del model
     gc.collect()
     assert set(conv._LAYOUTS) == before
