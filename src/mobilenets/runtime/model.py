@@ -176,29 +176,26 @@ class OnnxModel:
                     members[shared].append(output)
         return chosen
 
-    def _is_depthwise(self, node) -> bool:
-        """A Conv with weights in the file, one filter per channel (group = channels), explicit pads."""
+    def _conv_weights(self, node) -> np.ndarray | None:
+        """A 2-D Conv's weights when they are in the file (the plans below need their shape), else None."""
         weights = self.initializers.get(node.inputs[1]) if len(node.inputs) > 1 else None
+        return weights if node.op_type == "Conv" and weights is not None and weights.ndim == 4 else None
+
+    def _is_depthwise(self, node) -> bool:
+        """One filter per channel (group = channels), explicit pads."""
+        weights = self._conv_weights(node)
+        attributes = node.attributes
         return (
-            node.op_type == "Conv"
-            and weights is not None
-            and weights.ndim == 4
+            weights is not None
             and weights.shape[1] == 1
-            and node.attributes.get("group", 1) == weights.shape[0]
-            and node.attributes.get("auto_pad", "NOTSET") == "NOTSET"
+            and attributes.get("group", 1) == weights.shape[0]
+            and attributes.get("auto_pad", "NOTSET") == "NOTSET"
         )
 
     def _is_pointwise(self, node) -> bool:
-        """A 1x1 Conv (group 1) with weights in the file."""
-        weights = self.initializers.get(node.inputs[1]) if len(node.inputs) > 1 else None
-        return (
-            node.op_type == "Conv"
-            and weights is not None
-            and weights.ndim == 4
-            and weights.shape[2:] == (1, 1)
-            and node.attributes.get("group", 1) == 1
-            and not self._is_depthwise(node)
-        )
+        """A 1x1 convolution of all channels (group 1)."""
+        weights = self._conv_weights(node)
+        return weights is not None and weights.shape[2:] == (1, 1) and node.attributes.get("group", 1) == 1
 
     def _depthwise_margins(self, in_place: dict[int, str]) -> dict[int, int]:
         """Node index of a Conv -> zero rows to lay its output out with: the most any depthwise
