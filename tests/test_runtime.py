@@ -569,6 +569,17 @@ def test_weight_layouts_are_made_once_per_weight_array(exported):
     del model
     gc.collect()
     assert set(conv._LAYOUTS) == before
+    # A convolution or Gemm run once (as an int8 file's are, with weights made anew on every call) uses the
+    # weights as they are and keeps nothing.
+    from mobilenets.runtime.ops import Conv, Gemm
+
+    rng = np.random.default_rng(8)
+    Conv(
+        rng.standard_normal((1, 8, 5, 5), dtype=np.float32),
+        rng.standard_normal((32, 8, 1, 1), dtype=np.float32),
+    )
+    Gemm(np.ones((1, 4), np.float32), np.ones((3, 4), np.float32), transB=1)
+    assert set(conv._LAYOUTS) == before
 
 
 def test_relu_and_clip_keep_the_specs_semantics():

@@ -65,7 +65,8 @@ def Conv(
     attributes = dict(auto_pad=auto_pad, dilations=dilations, group=group, kernel_shape=kernel_shape)
     attributes.update(pads=pads, strides=strides, margin_rows=margin_rows, column_phases=column_phases)
     attributes.update(input_column_phases=input_column_phases)
-    return prepare_conv(X, W, B, **attributes)(X)
+    # Run once: no weight layouts kept (an int8 file's weights are new arrays on every call).
+    return _prepare(X, W, B, attributes, keep_layouts=False)(X)
 
 
 def prepare_conv(
@@ -84,6 +85,21 @@ def prepare_conv(
     input_column_phases=1,
 ) -> Callable[[np.ndarray], np.ndarray]:
     """``Conv`` with these weights, for inputs of ``X``'s shape and dtype: returns ``run(X)``."""
+    attributes = dict(auto_pad=auto_pad, dilations=dilations, group=group, kernel_shape=kernel_shape)
+    attributes.update(pads=pads, strides=strides, margin_rows=margin_rows, column_phases=column_phases)
+    attributes.update(input_column_phases=input_column_phases)
+    return _prepare(X, W, B, attributes, keep_layouts=True)
+
+
+def _prepare(X, W, B, attributes: dict, keep_layouts: bool) -> Callable[[np.ndarray], np.ndarray]:
+    """``prepare_conv``; ``keep_layouts``: lay the weights out for speed and keep that (see
+    :func:`weight_layout`), or use them as they are (a single call)."""
+    auto_pad, dilations, group, pads, strides = (
+        attributes[key] for key in ("auto_pad", "dilations", "group", "pads", "strides")
+    )
+    margin_rows, column_phases, input_column_phases = (
+        attributes[key] for key in ("margin_rows", "column_phases", "input_column_phases")
+    )
     if X.ndim != 4:
         raise NotImplementedError(f"Conv on {X.ndim - 2}-D data (only 2-D is supported)")
     n, c, h, w = X.shape
@@ -108,7 +124,7 @@ def prepare_conv(
     if group == c and c_per_group == 1 and m == c:
         compute = _prepare_depthwise(geometry, W, input_column_phases)
     elif pointwise:  # the bias is added inside
-        compute, B = _prepare_pointwise(geometry, W, B, margin_rows, column_phases), None
+        compute, B = _prepare_pointwise(geometry, W, B, margin_rows, column_phases, keep_layouts), None
     elif group == 1:  # the bias comes out of the matrix product
         compute, B = _prepare_general(geometry, W, B, margin_rows), None
     else:
@@ -173,17 +189,18 @@ def _same_pads(size: int, kernel: int, stride: int, dilation: int, upper: bool) 
 # ---------------------------------------------------------------------------------------------------
 
 
-def _prepare_pointwise(g: _Geometry, W, B, margin_rows, column_phases):
+def _prepare_pointwise(g: _Geometry, W, B, margin_rows, column_phases, keep_layouts=True):
     """A 1x1 convolution: one matrix product over (pixels, channels), straight into the frame, bias
     included.
 
     Output pixels come in the input's order, so columns stored by phase cost one copy of the (narrow)
     input. When the input is copied anyway, or is much narrower than the output (an expansion), the copy
     gets a column of ones and the kernel the bias as its last row, so the product adds the bias: measured
-    8-17% faster per expansion than a pass over its wide output after."""
+    8-17% faster per expansion than a pass over its wide output after. Both kernel layouts are copies,
+    made only when they are kept (``keep_layouts``)."""
     n, ho, wo, c, m = g.n, g.ho, g.wo, g.c, g.m
     plain = not (g.top or g.left or g.bottom or g.right or g.sh > 1 or g.sw > 1)
-    if B is not None and (column_phases > 1 or not plain or m >= 2 * c):
+    if keep_layouts and B is not None and (column_phases > 1 or not plain or m >= 2 * c):
         kernel = weight_layout("pointwise+bias", _kernel_with_bias, W, B)
 
         def compute(X):
@@ -201,7 +218,10 @@ def _prepare_pointwise(g: _Geometry, W, B, margin_rows, column_phases):
         return compute
 
     # A contiguous (C, M) copy, not a transposed view: measured 3-4% faster end to end (OpenBLAS).
-    kernel = weight_layout("pointwise", lambda W: np.ascontiguousarray(W.reshape(m, c).T), W)
+    if keep_layouts:
+        kernel = weight_layout("pointwise", lambda W: np.ascontiguousarray(W.reshape(m, c).T), W)
+    else:
+        kernel = W.reshape(m, c).T
 
     def compute(X):
         x = _pointwise_input(X, g, plain)
