@@ -582,6 +582,24 @@ def test_weight_layouts_are_made_once_per_weight_array(exported):
     assert set(conv._LAYOUTS) == before
 
 
+def test_reduce_mean_prepared_once_keeps_the_specs_semantics():
+    """ReduceMean resolves its axes once per input shape; each call still means what the spec says."""
+    from mobilenets.runtime.ops import Conv, prepare_reduce_mean
+
+    rng = np.random.default_rng(9)
+    x = rng.standard_normal((2, 5, 4, 3), dtype=np.float32)
+    channels_last = Conv(x, np.eye(5, dtype=np.float32).reshape(5, 5, 1, 1))  # NHWC memory, as in a model
+    for data in (x, channels_last):
+        spatial = prepare_reduce_mean(data, np.array([-1, 2]))
+        for value in (data, data * 2):  # prepared once, run on new values of that shape
+            np.testing.assert_allclose(spatial(value), value.mean(axis=(2, 3), keepdims=True), atol=1e-6)
+    channels = prepare_reduce_mean(x, np.array([1]), keepdims=0)
+    np.testing.assert_allclose(channels(x), x.mean(axis=1), rtol=1e-6)
+    assert channels(x).shape == (2, 4, 3)
+    assert prepare_reduce_mean(x, np.array([], np.int64), noop_with_empty_axes=1)(x) is x
+    np.testing.assert_allclose(prepare_reduce_mean(x, None)(x), x.mean(keepdims=True), rtol=1e-6)
+
+
 def test_relu_and_clip_keep_the_specs_semantics():
     """Relu goes through clip on floats (faster than maximum here): same values, NaN kept, ints too."""
     from mobilenets.runtime.ops import Clip, Relu
