@@ -600,9 +600,21 @@ def test_reduce_mean_prepared_once_keeps_the_specs_semantics():
     np.testing.assert_allclose(prepare_reduce_mean(x, None)(x), x.mean(keepdims=True), rtol=1e-6)
 
 
-def test_relu_and_clip_keep_the_specs_semantics():
-    """Relu goes through clip on floats (faster than maximum here): same values, NaN kept, ints too."""
-    from mobilenets.runtime.ops import Clip, Relu
+@pytest.mark.parametrize("clip", ["ufunc", "np.clip"])
+def test_relu_and_clip_keep_the_specs_semantics(monkeypatch, clip):
+    """Relu goes through clip on floats (faster than maximum here): same values, NaN kept, ints too;
+    through NumPy's clip ufunc or, where that is not found, np.clip."""
+    from mobilenets.runtime import ops
+    from mobilenets.runtime.ops import Clip, HardSigmoid, Relu
+
+    assert isinstance(ops._CLIP, np.ufunc)  # found on the NumPy this project pins
+    if clip == "np.clip":
+        monkeypatch.setattr(ops, "_CLIP", np.clip)
+    np.testing.assert_array_equal(Clip(np.arange(-3, 4)), np.arange(-3, 4))  # no bounds, ints
+    np.testing.assert_array_equal(
+        Clip(np.arange(-3, 4, dtype=np.int8), np.int8(0), np.int8(2)), [0, 0, 0, 0, 1, 2, 2]
+    )
+    np.testing.assert_allclose(HardSigmoid(np.array([-9, 0, 1, 9], np.float32)), [0, 0.5, 0.7, 1])
 
     x = np.array([np.nan, -np.inf, -1.5, -0.0, 0.25, 7.0, np.inf], np.float32)
     np.testing.assert_array_equal(Relu(x), [np.nan, 0, 0, 0, 0.25, 7.0, np.inf])
