@@ -44,7 +44,8 @@ def BatchNormalization(X, scale, B, input_mean, input_var, *, epsilon=1e-5, mome
 # against ~1.1 us for the ufunc itself, and a MobileNetV3 clips ~45 times per image, mostly small
 # squeeze-and-excite tensors. The ufunc lives in NumPy's private namespace (np._core.umath in 2.x,
 # np.core.umath in 1.x): used when found, np.clip otherwise (same results either way).
-_CLIP = getattr(getattr(getattr(np, "_core", None), "umath", None), "clip", None)
+_CORE = getattr(np, "_core", None) or getattr(np, "core", None)  # np.core only where np._core is not
+_CLIP = getattr(getattr(_CORE, "umath", None), "clip", None)
 if not isinstance(_CLIP, np.ufunc):
     _CLIP = np.clip
 
