@@ -470,6 +470,21 @@ def test_columns_are_stored_by_phase_only_for_a_sole_strided_reader(tmp_path):
     np.testing.assert_allclose(model(x), _ort(path, x), rtol=1e-5, atol=1e-5)
 
 
+def test_a_frame_counts_as_zero_only_when_every_bit_is_clear():
+    """The frame check counts set bits: any value but +0.0 (NaN, a denormal, even -0.0) keeps a depthwise
+    layer from reading its input in place."""
+    from mobilenets.runtime.conv import _any_bits
+
+    for dtype in (np.float32, np.float64, np.float16):
+        frame = np.zeros((2, 7, 5), dtype)
+        assert not _any_bits(frame[:, :3])
+        for value in (np.nan, np.finfo(dtype).smallest_subnormal, -0.0, 1.0):
+            frame[1, 2, 4] = value
+            assert _any_bits(frame[:, :3]), (dtype, value)
+            assert not _any_bits(frame[:, 3:])
+            frame[1, 2, 4] = 0
+
+
 @pytest.mark.parametrize("name", ["mobilenet_v2_100", "mobilenet_v3_large_100", "mobilenet_v3_small_100"])
 def test_every_depthwise_layer_reads_its_input_in_place(exported, monkeypatch, name):
     """The runner lays each depthwise input out in a zero frame (through in-place activations), so no
