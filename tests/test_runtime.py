@@ -353,7 +353,10 @@ def test_depthwise_reads_a_framed_input_where_it_lies(
     np.testing.assert_allclose(
         Conv(_framed(x, margin_rows=max(top, bottom)), w, b, **attributes), expected, rtol=1e-5, atol=1e-4
     )
-    framed.transpose(0, 2, 3, 1).base[:, 0] = 1.0
+    # Dirty the frame where the windows read it (the element just above each image and just below it): a
+    # frame checked in place would then give wrong sums.
+    full, above = framed.transpose(0, 2, 3, 1).base, (max(top, bottom) + 1) * size[1]
+    full[:, above - 1, -1] = full[:, above + size[0] * size[1], 0] = 1.0
     np.testing.assert_allclose(Conv(framed, w, b, **attributes), expected, rtol=1e-5, atol=1e-4)
 
 

@@ -360,12 +360,10 @@ def _prepare_in_frame(g: _Geometry, W):
     strides = (g.sh * row * item, g.dh * row * item, g.dw * c * item, step * c * item, item)
 
     def in_frame(x):
-        full = _frame_of(x)
-        if full is None:
+        found = _frame_of(x, before, after)
+        if found is None:
             return None
-        margin = (full.shape[1] - g.h * g.w) // 2 * c  # zero elements above (and below) each image
-        if before > margin or after > margin:
-            return None
+        full, margin = found
         if not row_weights:
             sources = [step * np.arange(columns) + j * g.dw - g.left for j in range(kw)]
             row_weights.append(_row_weights(W, sources, g.w))
@@ -409,12 +407,10 @@ def _prepare_phased_in_frame(g: _Geometry, W):
     phase_weights = []  # made on first use, as in _prepare_in_frame
 
     def in_frame(x):
-        full = _frame_of(x)
-        if full is None:
+        found = _frame_of(x, before, after)
+        if found is None:
             return None
-        margin = (full.shape[1] - g.h * g.w) // 2 * c
-        if before > margin or after > margin:
-            return None
+        full, margin = found
         if not phase_weights:
             for taps, _ in plans:
                 sources = [sw * np.arange(g.wo) + j - g.left for j in taps]
@@ -482,10 +478,12 @@ def _framed_empty(n, ho, wo, c, dtype, margin_rows):
     return full[:, rows : rows + ho * wo]
 
 
-def _frame_of(x):
-    """The (N, pixels, C) buffer from :func:`_framed_empty` that the NHWC ``x`` is the inside of, or
-    None. Checked, not assumed: the frame must hold zeros now (a few rows per image to read), so a
-    depthwise convolution reading it is exact whoever made ``x``."""
+def _frame_of(x, before: int, after: int):
+    """``(full, margin)``: the (N, pixels, C) buffer from :func:`_framed_empty` that the NHWC ``x`` is the
+    inside of, and the zero elements above (and below) each image in it; None when ``x`` is not such an
+    inside or the frame is too small. Checked, not assumed: the ``before`` elements above each image and
+    the ``after`` below it, the ones a depthwise convolution reads, must hold zeros now, so reading them
+    is exact whoever made ``x``."""
     full = x.base
     n, h, w, c = x.shape
     if not (
@@ -499,13 +497,18 @@ def _frame_of(x):
         and (n == 1 or x.strides[0] == full.strides[0])  # a length-1 axis's stride is arbitrary
     ):
         return None
-    margin, odd = divmod(full.shape[1] - h * w, 2)  # zero pixels above (and below) each image
+    pixels, odd = divmod(full.shape[1] - h * w, 2)  # zero pixels above (and below) each image
+    margin = pixels * c
     offset = x.__array_interface__["data"][0] - full.__array_interface__["data"][0]  # cheaper than .ctypes
-    if odd or offset != margin * c * x.itemsize:
+    if odd or offset != margin * x.itemsize or before > margin or after > margin:
         return None
-    if _any_bits(full[:, :margin]) or _any_bits(full[:, margin + h * w :]):
+    flat = full.reshape(n, -1)
+    inside = h * w * c
+    if _any_bits(flat[:, margin - max(before, 0) : margin]) or _any_bits(
+        flat[:, margin + inside : margin + inside + max(after, 0)]
+    ):
         return None
-    return full
+    return full, margin
 
 
 def _any_bits(block):
