@@ -158,8 +158,8 @@ def prepare_reduce_mean(data, axes=None, *, keepdims=1, noop_with_empty_axes=0):
     """``ReduceMean`` with these axes, for inputs of ``data``'s shape: returns ``run(data)``. Squeeze-and-
     excite takes a mean every block; parsing the axes input each time cost a third of it."""
     if axes is None or len(axes) == 0:
-        if noop_with_empty_axes:
-            return lambda data: data
+        if noop_with_empty_axes:  # a copy: the runner may write over this output, never over a live input
+            return lambda data: data.copy()
         axes = tuple(range(data.ndim))
     axes = tuple(sorted(int(a) % data.ndim for a in np.ravel(axes)))
     if axes == (2, 3) and data.ndim == 4 and keepdims:
