@@ -16,6 +16,8 @@ Writes benchmarks/results/deploy.md and benchmarks/results/latency_vs_madds.png.
 from __future__ import annotations
 
 import argparse
+import atexit
+import shutil
 import statistics
 import tempfile
 import warnings
@@ -91,6 +93,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     work = Path(tempfile.mkdtemp(prefix="deploy-"))
+    atexit.register(shutil.rmtree, work, True)  # exports and builds: ~0.5 GB a run, gone at exit
     calibration = Path(args.demo_run) / "demo-data" / "train"
     rows_fp32, rows_int8 = [], []
     for name, factory in ARCHS.items():

@@ -20,6 +20,8 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("MKL_NUM_THREADS", "1")
 
 import argparse  # noqa: E402
+import atexit  # noqa: E402
+import shutil  # noqa: E402
 import statistics  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
@@ -76,6 +78,7 @@ def main() -> None:
     parser.add_argument("--pause", type=float, default=15.0, help="seconds between passes")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="runtime-bench-"))
+    atexit.register(shutil.rmtree, work, True)  # exports and builds: ~0.5 GB a run, gone at exit
     models = {}
     for name in NAMES:
         path = export_onnx(create_model(name), work / f"{name}.onnx").path
