@@ -65,7 +65,7 @@ def Conv(
     attributes.update(pads=pads, strides=strides, margin_rows=margin_rows, column_phases=column_phases)
     attributes.update(input_column_phases=input_column_phases)
     # Run once: no weight layouts kept (an int8 file's weights are new arrays on every call).
-    return _prepare(X, W, B, attributes, keep_layouts=False)(X)
+    return prepare_conv(X, W, B, **attributes, keep_layouts=False)(X)
 
 
 def prepare_conv(
@@ -82,23 +82,12 @@ def prepare_conv(
     margin_rows=0,
     column_phases=1,
     input_column_phases=1,
+    keep_layouts=True,
 ) -> Callable[[np.ndarray], np.ndarray]:
-    """``Conv`` with these weights, for inputs of ``X``'s shape and dtype: returns ``run(X)``."""
-    attributes = dict(auto_pad=auto_pad, dilations=dilations, group=group, kernel_shape=kernel_shape)
-    attributes.update(pads=pads, strides=strides, margin_rows=margin_rows, column_phases=column_phases)
-    attributes.update(input_column_phases=input_column_phases)
-    return _prepare(X, W, B, attributes, keep_layouts=True)
+    """``Conv`` with these weights, for inputs of ``X``'s shape and dtype: returns ``run(X)``.
 
-
-def _prepare(X, W, B, attributes: dict, keep_layouts: bool) -> Callable[[np.ndarray], np.ndarray]:
-    """``prepare_conv``; ``keep_layouts``: lay the weights out for speed and keep that (see
-    :func:`weight_layout`), or use them as they are (a single call)."""
-    auto_pad, dilations, group, pads, strides = (
-        attributes[key] for key in ("auto_pad", "dilations", "group", "pads", "strides")
-    )
-    margin_rows, column_phases, input_column_phases = (
-        attributes[key] for key in ("margin_rows", "column_phases", "input_column_phases")
-    )
+    ``keep_layouts`` (not an attribute: ``Conv``'s signature is the one nodes are checked against): lay
+    the weights out for speed and keep that (see :func:`weight_layout`), or use them as they are."""
     if X.ndim != 4:
         raise NotImplementedError(f"Conv on {X.ndim - 2}-D data (only 2-D is supported)")
     n, c, h, w = X.shape
