@@ -103,8 +103,9 @@ class OnnxModel:
         any) its result may overwrite."""
         last_use, steps = self._liveness(), []
         in_place = self._in_place_inputs(last_use)
-        margins = self._depthwise_margins(in_place)
-        phases = self._column_phases()
+        producer = {output: index for index, node in enumerate(self.graph.nodes) for output in node.outputs}
+        margins = self._depthwise_margins(in_place, producer)
+        phases = self._column_phases(producer)
         for index, node in enumerate(self.graph.nodes):
             inputs = list(node.inputs)
             while inputs and not inputs[-1]:
@@ -197,10 +198,10 @@ class OnnxModel:
         weights = self._conv_weights(node)
         return weights is not None and weights.shape[2:] == (1, 1) and node.attributes.get("group", 1) == 1
 
-    def _depthwise_margins(self, in_place: dict[int, str]) -> dict[int, int]:
+    def _depthwise_margins(self, in_place: dict[int, str], producer: dict[str, int]) -> dict[int, int]:
         """Node index of a Conv -> zero rows to lay its output out with: the most any depthwise
-        convolution reading it (directly or through in-place ops) pads above or below, plus one."""
-        producer = {output: index for index, node in enumerate(self.graph.nodes) for output in node.outputs}
+        convolution reading it (directly or through in-place ops) pads above or below, plus one.
+        ``producer``: value -> index of the node that makes it."""
         margins: dict[int, int] = {}
         for node in self.graph.nodes:
             if not self._is_depthwise(node):
@@ -214,13 +215,12 @@ class OnnxModel:
                 margins[source] = max(margins.get(source, 0), rows)
         return margins
 
-    def _column_phases(self) -> dict[int, dict[str, int]]:
+    def _column_phases(self, producer: dict[str, int]) -> dict[int, dict[str, int]]:
         """Node index -> runner keywords for column phases: a 1x1 Conv whose output reaches a
         depthwise convolution with horizontal stride P > 1 (and fewer than DIRECT_COLUMNS_FROM channels)
         only through unary elementwise ops, and that nothing else reads (nor any value on the way, nor
         the graph's outputs), stores its columns in P phases (``column_phases``); the depthwise is told
         (``input_column_phases``)."""
-        producer = {output: index for index, node in enumerate(self.graph.nodes) for output in node.outputs}
         readers: dict[str, list[int]] = {}
         for index, node in enumerate(self.graph.nodes):
             for name in dict.fromkeys(node.inputs):
@@ -234,7 +234,7 @@ class OnnxModel:
                 not self._is_depthwise(node)
                 or tuple(node.attributes.get("dilations") or (1, 1)) != (1, 1)
                 or stride < 2
-                or self.initializers[node.inputs[1]].shape[0] >= DIRECT_COLUMNS_FROM  # reads columns directly
+                or self._conv_weights(node).shape[0] >= DIRECT_COLUMNS_FROM  # reads its columns directly
             ):
                 continue
             value, reader = node.inputs[0], index
