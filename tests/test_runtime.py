@@ -420,6 +420,8 @@ def test_any_convolution_stores_columns_by_phase_when_asked():
     stored = Conv(natural, depthwise, group=8, pads=[1, 1, 1, 1], column_phases=2)
     np.testing.assert_array_equal(stored[..., :7], after[..., ::2])
     np.testing.assert_array_equal(stored[..., 7:], after[..., 1::2])
+    with pytest.raises(NotImplementedError, match="columns stored by phase as the input of a non-depthwise"):
+        Conv(stored, np.ones((4, 8, 1, 1), np.float32), input_column_phases=2)  # only a depthwise reads them
     strided = {"group": 8, "pads": [1, 1, 1, 1], "strides": [2, 2]}
     np.testing.assert_allclose(
         Conv(stored, depthwise, input_column_phases=2, **strided),
