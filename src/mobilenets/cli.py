@@ -326,7 +326,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_compile_c(args: argparse.Namespace) -> int:
     from .codegen import build, generate
 
-    generated = generate(args.model, args.output, resolution=args.resolution)
+    generated = generate(args.model, args.output, resolution=args.resolution, overwrite=args.overwrite)
     print(
         f"wrote {generated.folder}/model.c, model.h, main.c, Makefile: activation arena "
         f"{generated.arena_bytes / 1024:.0f} KiB, weights {generated.weight_bytes / 1024 / 1024:.2f} MiB, "
@@ -553,6 +553,11 @@ def build_parser() -> argparse.ArgumentParser:
     compile_c.add_argument("-o", "--output", required=True, metavar="OUTDIR")
     compile_c.add_argument("--resolution", type=_positive_int, help="for models exported with a dynamic size")
     compile_c.add_argument("--build", action="store_true", help="also run make (-O3 -march=native)")
+    compile_c.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="write into a folder that holds other files (only model.c, model.h, main.c, Makefile are replaced)",
+    )
     compile_c.set_defaults(func=cmd_compile_c)
 
     models = commands.add_parser("models", help="the registered variants with their params, MAdds and top-1")

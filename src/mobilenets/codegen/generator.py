@@ -19,7 +19,6 @@ This module reads ONNX with the NumPy runner's own protobuf reader: it needs no 
 from __future__ import annotations
 
 import ctypes
-import json
 import os
 import shutil
 import subprocess
@@ -28,7 +27,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .runtime.protobuf import parse_model
+from ..runtime import metadata
+from ..runtime.protobuf import parse_model
+from .literals import LiteralError, c_comment, c_float, c_string
 
 SUPPORTED = (
     "Conv",
@@ -95,19 +96,65 @@ def _c_array(name: str, values: np.ndarray) -> str:
     return f"static const union {{ uint32_t u[{len(words)}]; float f[{len(words)}]; }} {name} = {{{{\n{body}\n}}}};\n"
 
 
+# Attributes each op may carry (anything else is refused: an attribute we ignored would change the answer).
+ATTRIBUTES = {
+    "Conv": {"auto_pad", "dilations", "group", "kernel_shape", "pads", "strides"},
+    "Relu": set(),
+    "Clip": {"min", "max"},  # attributes before opset 11, inputs from 11
+    "HardSigmoid": {"alpha", "beta"},
+    "HardSwish": set(),
+    "Mul": set(),
+    "Add": set(),
+    "GlobalAveragePool": set(),
+    "ReduceMean": {"axes", "keepdims", "noop_with_empty_axes"},
+    "Flatten": {"axis"},
+    "Gemm": {"alpha", "beta", "transA", "transB"},
+    "Identity": set(),
+}
+MAX_ARENA_BYTES = 1 << 30  # the kernels index with int; a file declaring a bigger input is refused
+MAX_SIDE = 16384
+
+
+def _ints(value, count: int, low: int, where: str, name: str) -> list[int]:
+    if (
+        not isinstance(value, list)
+        or len(value) != count
+        or any(not isinstance(v, int) or v < low for v in value)
+    ):
+        raise CodegenError(f"{where}: {name} must be {count} whole numbers >= {low}, got {value!r:.60}")
+    return value
+
+
+def _input_shape(graph, init, resolution: int | None) -> tuple[str, tuple[int, int, int, int]]:
+    inputs = [i for i in graph.inputs if i.name not in init]
+    if len(inputs) != 1:
+        raise CodegenError(f"the C generator needs exactly one graph input, the model has {len(inputs)}")
+    shape = list(inputs[0].shape)
+    if len(shape) != 4:
+        raise CodegenError(
+            f"input {inputs[0].name!r} has shape {shape}: the C generator needs a 4-D NCHW image input"
+        )
+
+    def size(axis: int, fallback):
+        value = shape[axis] if isinstance(shape[axis], int) and shape[axis] > 0 else fallback
+        if value is None:
+            raise CodegenError("the model's input size is dynamic: pass a resolution")
+        if not 1 <= value <= MAX_SIDE:
+            raise CodegenError(
+                f"input {inputs[0].name!r}: dimension {axis} = {value} is outside 1..{MAX_SIDE}"
+            )
+        return value
+
+    return inputs[0].name, (1, size(1, 3), size(2, resolution), size(3, resolution))
+
+
 def _plan(path: Path, resolution: int | None) -> tuple[Plan, dict]:
     proto = parse_model(Path(path).read_bytes())
     graph = proto.graph
     init = graph.initializers
-    inputs = [i for i in graph.inputs if i.name not in init]
-    shape = list(inputs[0].shape)
-    channels = shape[1] if isinstance(shape[1], int) and shape[1] > 0 else 3
-    height = shape[2] if isinstance(shape[2], int) and shape[2] > 0 else resolution
-    width = shape[3] if isinstance(shape[3], int) and shape[3] > 0 else resolution
-    if not height:
-        raise CodegenError("the model's input size is dynamic: pass a resolution")
-    tensors: dict[str, Tensor] = {inputs[0].name: Tensor(inputs[0].name, (1, channels, height, width))}
-    plan = Plan(input_shape=(1, channels, height, width))
+    input_name, input_shape = _input_shape(graph, init, resolution)
+    tensors: dict[str, Tensor] = {input_name: Tensor(input_name, input_shape)}
+    plan = Plan(input_shape=input_shape)
     steps: list[tuple[str, list[str], str, dict]] = []  # (kind, input names, output name, details)
 
     def weight(name: str, array: np.ndarray) -> str:
@@ -117,36 +164,75 @@ def _plan(path: Path, resolution: int | None) -> tuple[Plan, dict]:
 
     for node in graph.nodes:
         where = f"node {node.name or '(unnamed)'!r} ({node.op_type})"
-        if node.op_type not in SUPPORTED:
+        if node.op_type not in SUPPORTED or node.domain not in ("", "ai.onnx"):
             raise CodegenError(
                 f"{where}: op {node.op_type} is not supported by the C generator; supported: "
                 f"{', '.join(SUPPORTED)}"
             )
-        a = node.attributes
-        data = [n for n in node.inputs if n and n not in init]
-        out = node.outputs[0]
-        if node.op_type == "Conv":
-            x = tensors[data[0]]
-            w = init[node.inputs[1]]
-            b = (
-                init[node.inputs[2]]
-                if len(node.inputs) > 2 and node.inputs[2]
-                else np.zeros(w.shape[0], np.float32)
+        unknown = set(node.attributes) - ATTRIBUTES[node.op_type]
+        if unknown:
+            raise CodegenError(f"{where}: attribute(s) {', '.join(sorted(unknown))} not supported")
+        if len(node.outputs) != 1 or not node.outputs[0]:
+            raise CodegenError(f"{where}: needs exactly one output, has {len(node.outputs)}")
+
+        def value(index: int, node=node, where=where) -> Tensor:
+            name = node.inputs[index] if index < len(node.inputs) else ""
+            if name in tensors:
+                return tensors[name]
+            if name in init:
+                raise CodegenError(f"{where}: a constant operand ({name!r}) is not supported here")
+            raise CodegenError(
+                f"{where}: input {index} ({name!r}) is not made by an earlier node nor a graph input"
             )
+
+        def constant(index: int, what: str, node=node, where=where) -> np.ndarray | None:
+            if index >= len(node.inputs) or not node.inputs[index]:
+                return None
+            if node.inputs[index] not in init:
+                raise CodegenError(f"{where}: the {what} ({node.inputs[index]!r}) must be an initializer")
+            return init[node.inputs[index]]
+
+        a = node.attributes
+        out = node.outputs[0]
+        if out in tensors:
+            raise CodegenError(f"{where}: value {out!r} is made twice")
+        if node.op_type == "Conv":
+            x = value(0)
+            w = constant(1, "weights")
+            if w is None or w.ndim != 4 or 0 in w.shape or len(x.shape) != 4:
+                raise CodegenError(
+                    f"{where}: needs a 4-D input and 4-D weights (got {x.shape} and "
+                    f"{None if w is None else w.shape})"
+                )
             _, c, h, wd = x.shape
             m, cg, kh, kw = w.shape
-            sh, sw = a.get("strides", [1, 1])
-            dh, dw = a.get("dilations", [1, 1])
-            top, left, bottom, right = a.get("pads", [0, 0, 0, 0])
+            b = constant(2, "bias")
+            if b is None:
+                b = np.zeros(m, np.float32)
+            elif b.shape != (m,):
+                raise CodegenError(f"{where}: bias shape {b.shape} does not match {m} output channels")
+            sh, sw = _ints(a.get("strides", [1, 1]), 2, 1, where, "strides")
+            dh, dw = _ints(a.get("dilations", [1, 1]), 2, 1, where, "dilations")
+            top, left, bottom, right = _ints(a.get("pads", [0, 0, 0, 0]), 4, 0, where, "pads")
+            if "kernel_shape" in a and list(a["kernel_shape"]) != [kh, kw]:
+                raise CodegenError(
+                    f"{where}: kernel_shape {a['kernel_shape']} disagrees with weights {w.shape}"
+                )
             if a.get("auto_pad", "NOTSET") != "NOTSET":
                 raise CodegenError(f"{where}: auto_pad is not supported (export with explicit pads)")
             group = a.get("group", 1)
             ho = (h + top + bottom - dh * (kh - 1) - 1) // sh + 1
             wo = (wd + left + right - dw * (kw - 1) - 1) // sw + 1
+            if ho < 1 or wo < 1:
+                raise CodegenError(f"{where}: a {kh}x{kw} kernel does not fit the {h}x{wd} input")
             tensors[out] = Tensor(out, (1, m, ho, wo))
             geometry = dict(
                 h=h, w=wd, c=c, m=m, kh=kh, kw=kw, sh=sh, sw=sw, dh=dh, dw=dw, pt=top, pl=left, ho=ho, wo=wo
             )
+            if group == 1 and cg != c:
+                raise CodegenError(
+                    f"{where}: weights {w.shape} expect {cg} input channels, the input has {c}"
+                )
             if group == 1 and kh == kw == 1 and sh == sw == 1 and not (top or left or bottom or right):
                 steps.append(
                     (
@@ -179,52 +265,84 @@ def _plan(path: Path, resolution: int | None) -> tuple[Plan, dict]:
                     )
                 )
             else:
-                raise CodegenError(f"{where}: grouped convolution with group={group} is not supported")
+                raise CodegenError(
+                    f"{where}: grouped convolution with group={group} (weights {w.shape}, {c} input "
+                    "channels) is not supported"
+                )
         elif node.op_type in ("Relu", "HardSwish", "HardSigmoid", "Clip", "Identity"):
-            x = tensors[data[0]]
+            x = value(0)
             tensors[out] = Tensor(out, x.shape)
             if node.op_type == "HardSigmoid":
-                details = dict(alpha=a.get("alpha", 0.2), beta=a.get("beta", 0.5))
+                details = dict(
+                    alpha=c_float(a.get("alpha", 0.2), f"{where}: alpha"),
+                    beta=c_float(a.get("beta", 0.5), f"{where}: beta"),
+                )
             elif node.op_type == "Clip":
-                low = float(init[node.inputs[1]]) if len(node.inputs) > 1 and node.inputs[1] else -3.4e38
-                high = float(init[node.inputs[2]]) if len(node.inputs) > 2 and node.inputs[2] else 3.4e38
-                details = dict(low=low, high=high)
+                bounds = []
+                for index, key, default in ((1, "min", -np.inf), (2, "max", np.inf)):
+                    bound = constant(index, key)
+                    if bound is not None and bound.size != 1:
+                        raise CodegenError(f"{where}: {key} must be a scalar, got shape {bound.shape}")
+                    bound = a.get(key, default) if bound is None else bound.item()
+                    bounds.append(c_float(bound, f"{where}: {key}", allow_infinite=True))
+                details = dict(low=bounds[0], high=bounds[1])
             else:
                 details = {}
             steps.append((node.op_type, [x.name], out, details))
         elif node.op_type in ("Mul", "Add"):
-            first, second = (tensors[n] for n in node.inputs)
+            if len(node.inputs) != 2:
+                raise CodegenError(f"{where}: needs two inputs")
+            first, second = value(0), value(1)
             big, small = (first, second) if first.size >= second.size else (second, first)
             tensors[out] = Tensor(out, big.shape)
-            if small.size == big.size:
+            if small.shape == big.shape:
                 steps.append((node.op_type, [big.name, small.name], out, {}))
-            elif small.shape[2:] == (1, 1) and small.shape[1] == big.shape[1]:
+            elif len(big.shape) == 4 and small.shape == (1, big.shape[1], 1, 1):
                 steps.append((node.op_type + "_channel", [big.name, small.name], out, {}))
             else:
                 raise CodegenError(f"{where}: broadcast {big.shape} with {small.shape} is not supported")
         elif node.op_type in ("GlobalAveragePool", "ReduceMean"):
-            x = tensors[data[0]]
+            x = value(0)
+            axes = constant(1, "axes")
             axes = (
-                init[node.inputs[1]].tolist()
-                if len(node.inputs) > 1 and node.inputs[1]
-                else a.get("axes", [2, 3])
+                axes.tolist()
+                if axes is not None
+                else a.get("axes", [2, 3] if node.op_type == "GlobalAveragePool" else [])
             )
-            if sorted(int(v) % 4 for v in axes) != [2, 3] or not a.get("keepdims", 1):
-                raise CodegenError(f"{where}: only a spatial mean with keepdims is supported")
+            if len(x.shape) != 4 or sorted(int(v) % 4 for v in axes) != [2, 3] or not a.get("keepdims", 1):
+                raise CodegenError(f"{where}: only a spatial mean of a 4-D tensor with keepdims is supported")
             tensors[out] = Tensor(out, (1, x.shape[1], 1, 1))
             steps.append(("mean", [x.name], out, dict(hw=x.shape[2] * x.shape[3], c=x.shape[1])))
         elif node.op_type == "Flatten":
-            x = tensors[data[0]]
+            x = value(0)
+            if a.get("axis", 1) % max(len(x.shape), 1) not in (0, 1):
+                raise CodegenError(f"{where}: only axis 0 or 1 is supported (batch 1), got {a.get('axis')}")
             tensors[out] = Tensor(out, (1, x.size))
-            steps.append(("Identity", [x.name], out, {}))
+            # NHWC inside, NCHW meant: a spatial tensor is put back in ONNX's order; (1, C, 1, 1) is the same.
+            spatial = len(x.shape) == 4 and x.shape[2] * x.shape[3] > 1
+            steps.append(
+                ("to_nchw", [x.name], out, dict(hw=x.shape[2] * x.shape[3], c=x.shape[1]))
+                if spatial
+                else ("Identity", [x.name], out, {})
+            )
         elif node.op_type == "Gemm":
-            x = tensors[data[0]]
-            b_matrix = init[node.inputs[1]]
-            bias = init[node.inputs[2]] if len(node.inputs) > 2 and node.inputs[2] else None
+            x = value(0)
+            b_matrix = constant(1, "B matrix")
+            bias = constant(2, "C (bias)")
             if a.get("transA", 0) or a.get("alpha", 1.0) != 1.0 or a.get("beta", 1.0) != 1.0:
                 raise CodegenError(f"{where}: only Gemm with transA=0, alpha=beta=1 is supported")
+            if b_matrix is None or b_matrix.ndim != 2:
+                raise CodegenError(f"{where}: B must be a 2-D initializer")
             matrix = b_matrix if a.get("transB", 0) else b_matrix.T  # (out, in)
             n_out, n_in = matrix.shape
+            if x.shape != (1, n_in):
+                raise CodegenError(f"{where}: input shape {x.shape} does not match B {b_matrix.shape}")
+            if bias is None:
+                bias = np.zeros(n_out, np.float32)
+            elif bias.size == 1 or bias.shape in ((n_out,), (1, n_out)):
+                bias = np.broadcast_to(bias.reshape(-1), (n_out,))
+            else:
+                raise CodegenError(f"{where}: bias shape {bias.shape} does not broadcast to ({n_out},)")
             tensors[out] = Tensor(out, (1, n_out))
             steps.append(
                 (
@@ -235,14 +353,23 @@ def _plan(path: Path, resolution: int | None) -> tuple[Plan, dict]:
                         n_in=n_in,
                         n_out=n_out,
                         w=weight(out, matrix.T),  # [in][out] for the row-update kernel
-                        b=weight(out, bias if bias is not None else np.zeros(n_out)),
+                        b=weight(out, bias),
                     ),
                 )
             )
+    if not graph.outputs or graph.outputs[0].name not in tensors:
+        raise CodegenError("the graph's first output is not made by any node")
     output_name = graph.outputs[0].name
+    if output_name == input_name:
+        raise CodegenError("the graph's output is its input")
     steps = _fuse_activations(steps, output_name)
-    _assign_arena(tensors, steps, inputs[0].name, output_name, plan)
-    plan.input_offset, plan.output_offset = tensors[inputs[0].name].offset, tensors[output_name].offset
+    _assign_arena(tensors, steps, input_name, output_name, plan)
+    if plan.arena_floats * 4 > MAX_ARENA_BYTES:
+        raise CodegenError(
+            f"the model needs an activation arena of {plan.arena_floats * 4 / 2**20:.0f} MiB; the C "
+            f"generator's limit is {MAX_ARENA_BYTES >> 20} MiB"
+        )
+    plan.input_offset, plan.output_offset = tensors[input_name].offset, tensors[output_name].offset
     plan.output_size = tensors[output_name].size
     plan.widest_mean = max((d["c"] for kind, _, _, d in steps if kind == "mean"), default=0)
     if plan.widest_mean > 4096:
@@ -278,8 +405,8 @@ def _fuse_activations(steps, output_name):
             details = dict(
                 details,
                 act=ACTIVATION_CODES[act_kind],
-                lo=act_details.get("low", 0.0),
-                hi=act_details.get("high", 0.0),
+                lo=act_details.get("low", "0.0f"),
+                hi=act_details.get("high", "0.0f"),
             )
             fused.append((kind, ins, act_out, details))
             skip.add(index + 1)
@@ -333,7 +460,7 @@ def _assign_arena(tensors, steps, input_name, output_name, plan) -> None:
 
 def _call(kind: str, ins: list[Tensor], out: Tensor, d: dict) -> str:
     x, y = f"A + {ins[0].offset}", f"A + {out.offset}"
-    act = f"{d.get('act', 0)}, {float(d.get('lo', 0.0))!r}f, {float(d.get('hi', 0.0))!r}f"
+    act = f"{d.get('act', 0)}, {d.get('lo', '0.0f')}, {d.get('hi', '0.0f')}"
     if kind == "conv1x1":
         return f"conv1x1({x}, {d['ho'] * d['wo']}, {d['c']}, {d['w']}, {d['b']}, {d['m']}, {y}, {act});"
     if kind in ("depthwise", "conv"):
@@ -349,9 +476,9 @@ def _call(kind: str, ins: list[Tensor], out: Tensor, d: dict) -> str:
     if kind == "HardSwish":
         return f"hard_swish({x}, {y}, {n});"
     if kind == "HardSigmoid":
-        return f"hard_sigmoid({x}, {y}, {n}, {d['alpha']!r}f, {d['beta']!r}f);"
+        return f"hard_sigmoid({x}, {y}, {n}, {d['alpha']}, {d['beta']});"
     if kind == "Clip":
-        return f"clip({x}, {y}, {n}, {d['low']!r}f, {d['high']!r}f);"
+        return f"clip({x}, {y}, {n}, {d['low']}, {d['high']});"
     if kind == "Identity":
         return "" if ins[0].offset == out.offset else f"memmove({y}, {x}, sizeof(float) * {n});"
     if kind in ("Mul", "Add"):
@@ -363,6 +490,8 @@ def _call(kind: str, ins: list[Tensor], out: Tensor, d: dict) -> str:
         return f"channel_{op}({x}, A + {ins[1].offset}, {ins[0].size // c}, {c}, {y});"
     if kind == "mean":
         return f"spatial_mean({x}, {d['hw']}, {d['c']}, {y});"
+    if kind == "to_nchw":
+        return f"to_nchw({x}, {d['hw']}, {d['c']}, {y});"
     if kind == "gemm":
         return f"gemm({x}, {d['n_in']}, {d['w']}, {d['b']}, {d['n_out']}, {y});"
     raise AssertionError(kind)
@@ -728,6 +857,10 @@ static inline void channel_mul(const float *x, const float *s, int pixels, int c
 static inline void channel_add(const float *x, const float *s, int pixels, int c, float *y) {
     for (int p = 0; p < pixels; p++) for (int ch = 0; ch < c; ch++) y[p * c + ch] = x[p * c + ch] + s[ch];
 }
+/* Flatten of a spatial tensor: ONNX means NCHW order, the arena holds NHWC. */
+static inline void to_nchw(const float *restrict x, int pixels, int c, float *restrict y) {
+    for (int p = 0; p < pixels; p++) for (int ch = 0; ch < c; ch++) y[(size_t)ch * pixels + p] = x[(size_t)p * c + ch];
+}
 static inline void spatial_mean(const float *x, int pixels, int c, float *y) {
     float sum[4096];
     for (int ch = 0; ch < c; ch++) sum[ch] = 0.f;
@@ -762,22 +895,64 @@ class GeneratedC:
     classes: int
 
 
+GENERATED_FILES = ("model.c", "model.h", "main.c", "Makefile")
+BUILT_FILES = ("model", "model_portable", "libmodel.so")
+BANNER = "/* Generated by mobilenets compile-c"
+
+
+def check_output_folder(out: Path, overwrite: bool = False) -> None:
+    """Refuse to write into a folder that holds anything but an earlier compile-c's files (a user's
+    Makefile, notes, another project), unless ``overwrite``; even then only our four files are replaced."""
+    if not out.exists():
+        return
+    if not out.is_dir():
+        raise CodegenError(f"{out} exists and is not a folder")
+    entries = sorted(p.name for p in out.iterdir())
+    if not entries or overwrite:
+        return
+    ours = (out / "model.h").is_file() and (out / "model.h").read_text(errors="replace").startswith(BANNER)
+    foreign = [name for name in entries if name not in GENERATED_FILES + BUILT_FILES]
+    if not ours or foreign:
+        shown = ", ".join((foreign or entries)[:5]) + (" ..." if len(foreign or entries) > 5 else "")
+        raise CodegenError(
+            f"{out} is not empty and was not written by compile-c (it holds {shown}): choose a new "
+            "folder, or pass --overwrite to replace model.c, model.h, main.c and Makefile there"
+        )
+
+
 def generate(
-    onnx_path: str | os.PathLike, out: str | os.PathLike, resolution: int | None = None
+    onnx_path: str | os.PathLike,
+    out: str | os.PathLike,
+    resolution: int | None = None,
+    overwrite: bool = False,
 ) -> GeneratedC:
-    """Write model.c, model.h, main.c and a Makefile into ``out`` (see the module docstring)."""
-    plan, meta = _plan(Path(onnx_path), resolution)
-    names = json.loads(meta["class_names"]) if meta.get("class_names") else None
-    pre = (
-        json.loads(meta["preprocessing"])
-        if meta.get("preprocessing")
-        else {"resize": 256, "crop": 224, "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}
-    )
-    _, c, h, w = plan.input_shape
-    classes = plan.output_size
+    """Write model.c, model.h, main.c and a Makefile into ``out`` (see the module docstring). Everything
+    is planned and checked before the first file is written; ``out`` must be new, empty or an earlier
+    compile-c output (``overwrite`` lifts that)."""
     out = Path(out)
+    check_output_folder(out, overwrite)
+    try:
+        sources = _sources(Path(onnx_path), resolution)
+    except (LiteralError, metadata.MetadataError) as error:
+        raise CodegenError(f"{onnx_path}: {error}") from None
+    plan = sources.pop("plan")
     out.mkdir(parents=True, exist_ok=True)
-    header = f"""/* Generated by mobilenets compile-c from {Path(onnx_path).name}. C99, no malloc. */
+    for name, text in sources.items():
+        (out / name).write_text(text)
+    weight_bytes = sum(values.size * 4 for _, values in plan.weights)
+    return GeneratedC(out, plan.arena_floats * 4, weight_bytes, plan.output_size)
+
+
+def _sources(onnx_path: Path, resolution: int | None) -> dict:
+    """The four files' texts (and the plan under "plan"); nothing from the file reaches them unescaped."""
+    plan, meta = _plan(onnx_path, resolution)
+    _, c, h, w = plan.input_shape
+    names = metadata.class_names(meta)
+    pre = metadata.preprocessing(meta, channels=c)
+    classes = plan.output_size
+    source = c_comment(onnx_path.name)
+    resize = max(h, int(round(h / (pre["crop"] / pre["resize"]))))
+    header = f"""{BANNER} from {source}. C99, no malloc. */
 #ifndef MOBILENETS_MODEL_H
 #define MOBILENETS_MODEL_H
 #define MODEL_INPUT_CHANNELS {c}
@@ -785,7 +960,7 @@ def generate(
 #define MODEL_INPUT_WIDTH {w}
 #define MODEL_CLASSES {classes}
 #define MODEL_ARENA_BYTES {plan.arena_floats * 4}
-#define MODEL_RESIZE {int(round(h / (pre["crop"] / pre["resize"])))}
+#define MODEL_RESIZE {resize}
 extern const float model_mean[{c}], model_std[{c}];
 extern const char *const model_class_names[MODEL_CLASSES];
 /* input: NCHW float32, normalised; logits: MODEL_CLASSES floats. Not reentrant (one static arena). */
@@ -794,14 +969,15 @@ void model_run(const float *input, float *logits);
 """
     labels = names if names and len(names) == classes else [str(i) for i in range(classes)]
     body = [
-        f"/* Generated by mobilenets compile-c from {Path(onnx_path).name}. */",
+        f"{BANNER} from {source}. */",
+        "#include <math.h>",
         "#include <stdint.h>",
         "#include <string.h>",
         '#include "model.h"',
-        f"const float model_mean[{c}] = {{{', '.join(f'{v!r}f' for v in pre['mean'])}}};",
-        f"const float model_std[{c}] = {{{', '.join(f'{v!r}f' for v in pre['std'])}}};",
+        f"const float model_mean[{c}] = {{{', '.join(c_float(v) for v in pre['mean'])}}};",
+        f"const float model_std[{c}] = {{{', '.join(c_float(v) for v in pre['std'])}}};",
         "const char *const model_class_names[MODEL_CLASSES] = {"
-        + ", ".join(json.dumps(s) for s in labels)
+        + ", ".join(c_string(s) for s in labels)
         + "};",
         f"static float A[{plan.arena_floats}];  /* the activation arena, sized by the liveness plan */",
         KERNELS,
@@ -815,12 +991,13 @@ void model_run(const float *input, float *logits);
     body += [f"    {call}" for call in plan.calls if call]
     body.append(f"    memcpy(logits, A + {plan.output_offset}, sizeof(float) * {classes});")
     body.append("}")
-    (out / "model.h").write_text(header)
-    (out / "model.c").write_text("\n".join(body) + "\n")
-    (out / "main.c").write_text(MAIN_C)
-    (out / "Makefile").write_text(MAKEFILE)
-    weight_bytes = sum(values.size * 4 for _, values in plan.weights)
-    return GeneratedC(out, plan.arena_floats * 4, weight_bytes, classes)
+    return {
+        "plan": plan,
+        "model.h": header,
+        "model.c": "\n".join(body) + "\n",
+        "main.c": MAIN_C,
+        "Makefile": MAKEFILE,
+    }
 
 
 MAIN_C = r"""/* Generated by mobilenets compile-c: classify a binary PPM image. C99, libc and libm only. */
@@ -833,11 +1010,18 @@ MAIN_C = r"""/* Generated by mobilenets compile-c: classify a binary PPM image. 
 static float input[MODEL_INPUT_CHANNELS * MODEL_INPUT_HEIGHT * MODEL_INPUT_WIDTH];
 static float logits[MODEL_CLASSES];
 
+/* A header number; -1 for anything else, or for a number over MAX_HEADER_VALUE (no int overflow). */
+#define MAX_HEADER_VALUE 1000000
+#define MAX_PIXELS 64000000L /* as training's decompression-bomb limit */
 static int read_token(FILE *f) {
     int ch, value = 0;
     do { ch = fgetc(f); if (ch == '#') while (ch != '\n' && ch != EOF) ch = fgetc(f); } while (ch == ' ' || ch == '\t' || ch == '\n' || ch == '\r');
     if (ch < '0' || ch > '9') return -1;
-    while (ch >= '0' && ch <= '9') { value = value * 10 + (ch - '0'); ch = fgetc(f); }
+    while (ch >= '0' && ch <= '9') {
+        value = value * 10 + (ch - '0');
+        if (value > MAX_HEADER_VALUE) return -1;
+        ch = fgetc(f);
+    }
     return value;
 }
 
@@ -848,7 +1032,8 @@ static int load_ppm(const char *path) {
     char magic[3] = {0};
     if (fread(magic, 1, 2, f) != 2 || strcmp(magic, "P6") != 0) { fprintf(stderr, "%s: not a binary PPM (P6)\n", path); fclose(f); return 1; }
     int w = read_token(f), h = read_token(f), maxval = read_token(f);
-    if (w <= 0 || h <= 0 || maxval <= 0 || maxval > 255) { fprintf(stderr, "%s: unsupported PPM header\n", path); fclose(f); return 1; }
+    if (w <= 0 || h <= 0 || maxval <= 0 || maxval > 255) { fprintf(stderr, "%s: unsupported PPM header (width, height >= 1; maxval 1..255)\n", path); fclose(f); return 1; }
+    if ((long)w * h > MAX_PIXELS) { fprintf(stderr, "%s: %dx%d exceeds %ld pixels\n", path, w, h, MAX_PIXELS); fclose(f); return 1; }
     unsigned char *pixels = (unsigned char *)malloc((size_t)w * h * 3);
     if (!pixels || fread(pixels, 3, (size_t)w * h, f) != (size_t)w * h) { fprintf(stderr, "%s: truncated\n", path); free(pixels); fclose(f); return 1; }
     fclose(f);
@@ -872,7 +1057,7 @@ static int load_ppm(const char *path) {
                     if (wx <= 0) continue;
                     const int x = ix < 0 ? 0 : (ix >= w ? w - 1 : ix);
                     const unsigned char *p = pixels + ((size_t)y * w + x) * 3;
-                    for (int c = 0; c < 3; c++) acc[c] += wy * wx * p[c];
+                    for (int c = 0; c < 3; c++) acc[c] += wy * wx * p[c] * (255.0 / maxval);
                     total += wy * wx;
                 }
             }
@@ -906,16 +1091,18 @@ int main(int argc, char **argv) {
     if (raw ? load_raw(raw) : load_ppm(image)) return 1;
     model_run(input, logits);
     if (print_logits) { for (int i = 0; i < MODEL_CLASSES; i++) printf("%.9g\n", logits[i]); return 0; }
-    float top = logits[0];
-    for (int i = 1; i < MODEL_CLASSES; i++) if (logits[i] > top) top = logits[i];
+    float top = -INFINITY;
+    for (int i = 0; i < MODEL_CLASSES; i++) if (logits[i] > top) top = logits[i];
     double sum = 0;
     for (int i = 0; i < MODEL_CLASSES; i++) sum += exp(logits[i] - top);
     if (top_k > MODEL_CLASSES) top_k = MODEL_CLASSES;
-    for (int k = 0; k < top_k; k++) {
+    static unsigned char taken[MODEL_CLASSES];
+    for (int k = 0; k < top_k; k++) { /* NaN logits rank last; every pick is a valid index */
         int best = -1;
-        for (int i = 0; i < MODEL_CLASSES; i++) if (logits[i] > -INFINITY && (best < 0 || logits[i] > logits[best])) best = i;
+        for (int i = 0; i < MODEL_CLASSES; i++)
+            if (!taken[i] && (best < 0 || logits[i] > logits[best] || (logits[best] != logits[best] && logits[i] == logits[i]))) best = i;
+        taken[best] = 1;
         printf("%6.2f%%  %s\n", 100.0 * exp(logits[best] - top) / sum, model_class_names[best]);
-        logits[best] = -INFINITY;
     }
     return 0;
 }
