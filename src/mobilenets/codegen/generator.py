@@ -135,6 +135,9 @@ def _input_shape(graph, init, resolution: int | None) -> tuple[str, tuple[int, i
             f"input {inputs[0].name!r} has shape {shape}: the C generator needs a 4-D NCHW image input"
         )
 
+    if isinstance(shape[0], int) and shape[0] not in (0, 1):  # 0: an unset dimension in old files
+        raise CodegenError(f"input {inputs[0].name!r} has batch {shape[0]}: the generated C runs batch 1")
+
     def size(axis: int, fallback):
         value = shape[axis] if isinstance(shape[axis], int) and shape[axis] > 0 else fallback
         if value is None:

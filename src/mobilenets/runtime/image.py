@@ -11,6 +11,40 @@ from pathlib import Path
 
 import numpy as np
 
+MAX_PIXELS = 64_000_000  # as training's decompression-bomb limit (mobilenets.data.MAX_PIXELS)
+
+
+def _pnm_header(data: bytes, path) -> tuple[int, int, int, int]:
+    """Width, height, maxval and the offset of the pixels. Every step is bounded by the data: a
+    truncated or malformed header is an error, never a loop past the end."""
+    tokens, position = [], 2
+    while len(tokens) < 3:
+        while position < len(data) and data[position : position + 1].isspace():
+            position += 1
+        if position >= len(data):
+            raise ValueError(f"{path}: truncated PPM/PGM header")
+        if data[position : position + 1] == b"#":
+            end = data.find(b"\n", position)
+            if end < 0:
+                raise ValueError(f"{path}: truncated PPM/PGM header")
+            position = end + 1
+            continue
+        start = position
+        while position < len(data) and data[position : position + 1].isdigit() and position - start < 10:
+            position += 1
+        if position == start or (position < len(data) and not data[position : position + 1].isspace()):
+            raise ValueError(f"{path}: malformed PPM/PGM header (expected a number of at most 9 digits)")
+        tokens.append(int(data[start:position]))
+    width, height, maxval = tokens
+    if width < 1 or height < 1 or not 1 <= maxval <= 65535:
+        raise ValueError(
+            f"{path}: PPM/PGM header {width}x{height}, maxval {maxval}: width and height must be at least 1, "
+            "maxval 1..65535"
+        )
+    if width * height > MAX_PIXELS:
+        raise ValueError(f"{path}: {width}x{height} exceeds {MAX_PIXELS:,} pixels")
+    return width, height, maxval, position + 1  # one whitespace byte ends the header
+
 
 def read_pnm(path: str | os.PathLike) -> np.ndarray:
     """A binary PPM (P6) or PGM (P5) as an (H, W, 3) uint8 array."""
@@ -18,21 +52,14 @@ def read_pnm(path: str | os.PathLike) -> np.ndarray:
     magic = data[:2]
     if magic not in (b"P6", b"P5"):
         raise ValueError(f"{path} is not a binary PPM/PGM (magic {magic!r})")
-    tokens, position = [], 2
-    while len(tokens) < 3:
-        while data[position : position + 1].isspace():
-            position += 1
-        if data[position : position + 1] == b"#":
-            position = data.index(b"\n", position) + 1
-            continue
-        start = position
-        while not data[position : position + 1].isspace():
-            position += 1
-        tokens.append(int(data[start:position]))
-    width, height, maxval = tokens
-    position += 1
+    width, height, maxval, position = _pnm_header(data, path)
     channels = 3 if magic == b"P6" else 1
-    dtype = np.uint8 if maxval < 256 else np.dtype(">u2")
+    dtype = np.dtype(np.uint8) if maxval < 256 else np.dtype(">u2")
+    needed = width * height * channels * dtype.itemsize
+    if len(data) - position < needed:
+        raise ValueError(
+            f"{path}: truncated: {width}x{height} needs {needed:,} bytes of pixels, has {max(0, len(data) - position):,}"
+        )
     pixels = np.frombuffer(data, dtype=dtype, count=width * height * channels, offset=position)
     pixels = pixels.reshape(height, width, channels).astype(np.float32) * (255.0 / maxval)
     pixels = np.repeat(pixels, 3, axis=2) if channels == 1 else pixels
@@ -43,7 +70,8 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path} does not exist")
-    head = path.read_bytes()[:2]
+    with open(path, "rb") as file:
+        head = file.read(2)
     if head in (b"P6", b"P5"):
         return read_pnm(path)
     try:
@@ -52,6 +80,9 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
         raise ValueError(f"{path}: only binary PPM/PGM can be read without Pillow installed") from None
     try:
         with Image.open(path) as image:
+            width, height = image.size  # from the header: checked before anything is decoded
+            if width * height > MAX_PIXELS:
+                raise ValueError(f"{width}x{height} exceeds {MAX_PIXELS:,} pixels")
             return np.asarray(image.convert("RGB"))
     except Exception as error:  # Pillow raises many types for bad files
         raise ValueError(f"{path} could not be read as an image ({error})") from None

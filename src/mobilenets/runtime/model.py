@@ -19,15 +19,15 @@ Convolutions are prepared on the first run with a given input shape (geometry an
 from __future__ import annotations
 
 import inspect
-import json
 import os
 from pathlib import Path
 
 import numpy as np
 
+from . import metadata
 from .conv import DIRECT_COLUMNS_FROM
-from .ops import OPS, PREPARED, RUNNER_KEYWORDS
-from .protobuf import OnnxFormatError, parse_model
+from .ops import NEWEST_OPSET, OPS, PREPARED, RUNNER_KEYWORDS, for_opset
+from .protobuf import DTYPES, OnnxFormatError, dtype_name, parse_model
 
 
 class UnsupportedOnnx(NotImplementedError):
@@ -45,6 +45,12 @@ PREPARED_SHAPES = 8  # input shapes whose prepared ops a model keeps
 
 def _kwargs(node) -> dict:
     return {key: value for key, value in node.attributes.items()}
+
+
+def _contiguous(value) -> np.ndarray:
+    """C-contiguous, keeping 0-d results 0-d (np.ascontiguousarray makes them shape (1,))."""
+    value = np.asarray(value)
+    return value if value.flags.c_contiguous else np.ascontiguousarray(value)
 
 
 class OnnxModel:
@@ -71,21 +77,56 @@ class OnnxModel:
         self._prepared: dict[tuple, list] = {}  # input shapes -> per step, the prepared op or None
 
     def _check_supported(self) -> None:
+        """Every node's op, attributes and inputs, checked against the opset the model declares: the
+        resolved function per node, or an error naming the node."""
+        self.opset = self.opsets.get("", self.opsets.get("ai.onnx"))
+        if self.opset is None:
+            raise OnnxFormatError(
+                f"{self.path or 'the model'}: declares no opset for the default ONNX domain"
+            )
+        if not 1 <= self.opset <= NEWEST_OPSET:
+            raise UnsupportedOnnx(
+                f"{self.path or 'the model'}: declares opset {self.opset}; this runner knows opsets 1 to "
+                f"{NEWEST_OPSET}"
+            )
+        known = set(self.initializers) | {i.name for i in self.graph.inputs}
+        self._functions = []
         for node in self.graph.nodes:
             where = f"node {node.name or '(unnamed)'!r} ({node.op_type})"
             if node.domain not in ("", "ai.onnx"):
                 raise UnsupportedOnnx(f"{where}: domain {node.domain!r} is not supported")
-            function = OPS.get(node.op_type)
-            if function is None:
+            if node.op_type not in OPS:
                 raise UnsupportedOnnx(
                     f"{where}: op {node.op_type} is not supported; supported ops: {', '.join(sorted(OPS))}"
                 )
+            try:
+                function = for_opset(node.op_type, self.opset)
+            except NotImplementedError as error:
+                raise UnsupportedOnnx(f"{where}: {error}") from None
             accepted = {
                 p.name for p in inspect.signature(function).parameters.values() if p.kind == p.KEYWORD_ONLY
             } - RUNNER_KEYWORDS
             unknown = set(node.attributes) - accepted
             if unknown:
                 raise UnsupportedOnnx(f"{where}: attribute(s) {', '.join(sorted(unknown))} not supported")
+            # ONNX lists nodes in an order where every value is made before it is read: a value read
+            # before (or without) being made is a broken graph, or a cycle.
+            for name in node.inputs:
+                if name and name not in known:
+                    raise OnnxFormatError(
+                        f"{where}: input {name!r} is not made by an earlier node, an "
+                        "initializer or a graph input"
+                    )
+            if not any(node.outputs):
+                raise OnnxFormatError(f"{where}: has no outputs")
+            for name in node.outputs:
+                if name and name in known:
+                    raise OnnxFormatError(f"{where}: output {name!r} is already defined")
+                known.add(name)
+            self._functions.append(function)
+        for name in self.outputs:
+            if name not in known:
+                raise OnnxFormatError(f"graph output {name!r} is not made by any node")
 
     def _liveness(self) -> dict[str, int]:
         last: dict[str, int] = {}
@@ -121,7 +162,7 @@ class OnnxModel:
             if index in margins:
                 kwargs["margin_rows"] = margins[index]
             kwargs.update(phases.get(index, {}))
-            function = OPS[node.op_type]
+            function = self._functions[index]
             weights_only = all(not name or name in self.initializers for name in inputs[1:])
             prepare = PREPARED.get(node.op_type) if weights_only and inputs else None
             steps.append(
@@ -252,7 +293,15 @@ class OnnxModel:
     # -- running -----------------------------------------------------------------------------------
     def check_input(self, x: np.ndarray) -> np.ndarray:
         spec = self.inputs[0]
-        x = np.asarray(x, dtype=np.float32)
+        if spec.elem_type not in DTYPES:
+            raise UnsupportedOnnx(
+                f"input {spec.name!r}: element type {dtype_name(spec.elem_type)} is not supported"
+            )
+        dtype = np.dtype(DTYPES[spec.elem_type])
+        if dtype.kind == "f":
+            x = np.asarray(x, dtype=dtype)  # images in any float precision, as the model declares
+        elif np.asarray(x).dtype != dtype:
+            raise ValueError(f"input {spec.name!r} must be {dtype}, got {np.asarray(x).dtype}")
         if len(spec.shape) and x.ndim != len(spec.shape):
             raise ValueError(
                 f"input {spec.name!r} needs {len(spec.shape)} dimensions {spec.shape}, got {x.shape}"
@@ -263,9 +312,33 @@ class OnnxModel:
                 raise ValueError(f"input {spec.name!r} needs {what} = {want}, got {got} (shape {x.shape})")
         return x
 
+    def _check_feeds(self, feeds: dict) -> dict:
+        """Each graph input fed once, as an array of the element type it declares."""
+        declared = {i.name: i for i in self.inputs}
+        extra = set(feeds) - set(declared)
+        missing = set(declared) - set(feeds)
+        if extra or missing:
+            raise ValueError(
+                f"inputs: the model takes {sorted(declared)}; missing {sorted(missing)}, unknown {sorted(extra)}"
+            )
+        checked = {}
+        for name, value in feeds.items():
+            elem_type = declared[name].elem_type
+            if elem_type not in DTYPES:
+                raise UnsupportedOnnx(
+                    f"input {name!r}: element type {dtype_name(elem_type)} is not supported"
+                )
+            value = np.asarray(value)
+            if value.dtype != np.dtype(DTYPES[elem_type]):
+                raise ValueError(f"input {name!r} must be {dtype_name(elem_type)}, got {value.dtype}")
+            checked[name] = value
+        return checked
+
     def run(self, feeds: dict[str, np.ndarray] | np.ndarray) -> list[np.ndarray]:
         if not isinstance(feeds, dict):
             feeds = {self.inputs[0].name: self.check_input(feeds)}
+        else:
+            feeds = self._check_feeds(feeds)
         values: dict[str, np.ndarray] = dict(self.initializers)
         values.update(feeds)
         # Ops in PREPARED are set up once per input shape (their geometry and weight layouts) and the
@@ -301,7 +374,7 @@ class OnnxModel:
         if len(self._prepared) >= PREPARED_SHAPES:  # many shapes: keep the most recently used few
             self._prepared.pop(next(iter(self._prepared)))
         self._prepared[shapes] = prepared
-        return [np.ascontiguousarray(values[name]) for name in self.outputs]
+        return [_contiguous(values[name]) for name in self.outputs]
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
         return self.run(x)[0]
@@ -309,20 +382,11 @@ class OnnxModel:
     # -- metadata ----------------------------------------------------------------------------------
     @property
     def class_names(self) -> list[str] | None:
-        names = self.metadata.get("class_names")
-        return json.loads(names) if names else None
+        return metadata.class_names(self.metadata)
 
     @property
     def preprocessing(self) -> dict:
-        default = {
-            "resize": 256,
-            "crop": 224,
-            "interpolation": "bilinear",
-            "mean": [0.485, 0.456, 0.406],
-            "std": [0.229, 0.224, 0.225],
-        }
-        text = self.metadata.get("preprocessing")
-        return {**default, **json.loads(text)} if text else default
+        return metadata.preprocessing(self.metadata)
 
     @property
     def resolution(self) -> int:

@@ -106,7 +106,10 @@ def Sub(A, B):
 
 
 def Div(A, B):
-    return A / B
+    if A.dtype.kind in "iu" and B.dtype.kind in "iu":  # integers: C's division, truncating toward zero
+        quotient = np.floor_divide(A, B)
+        return quotient + ((np.remainder(A, B) != 0) & ((A < 0) ^ (B < 0))).astype(quotient.dtype)
+    return np.divide(A, B)
 
 
 def Identity(input):  # noqa: A002
@@ -229,9 +232,20 @@ def MatMul(A, B):
 
 
 def Softmax(input, *, axis=-1):  # noqa: A002
+    """Softmax-13: along one axis."""
+    if input.size == 0:
+        return input.copy()
     shifted = input - input.max(axis=axis, keepdims=True)
     exp = np.exp(shifted)
-    return exp / exp.sum(axis=axis, keepdims=True)
+    return (exp / exp.sum(axis=axis, keepdims=True)).astype(input.dtype, copy=False)
+
+
+def Softmax_1(input, *, axis=1):  # noqa: A002
+    """Softmax-1 and -11 (models declaring opset < 13): the input is seen as a 2-D matrix, the dimensions
+    before ``axis`` as rows and the rest as columns, and each row is normalised; default axis 1."""
+    axis = axis % input.ndim if input.ndim else 0
+    rows = math.prod(input.shape[:axis])
+    return Softmax(input.reshape(rows, -1), axis=1).reshape(input.shape)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -248,21 +262,44 @@ def _per_axis(value, x, axis):
     return value.reshape(shape)
 
 
+# TensorProto data types an integer QuantizeLinear may produce; the float8 / 4-bit / 2-bit ones are refused.
+QUANTIZED_TYPES = {2: np.uint8, 3: np.int8, 4: np.uint16, 5: np.int16}
+FLOAT_TYPES = {1: np.float32, 10: np.float16}
+
+
 def QuantizeLinear(x, y_scale, y_zero_point=None, *, axis=1, saturate=1, block_size=0, output_dtype=0):
     if block_size:
         raise NotImplementedError("blocked quantization (block_size > 0)")
-    dtype = np.asarray(y_zero_point).dtype if y_zero_point is not None else np.uint8
+    if output_dtype and output_dtype not in QUANTIZED_TYPES:
+        raise NotImplementedError(f"output_dtype {output_dtype} (only uint8, int8, uint16, int16)")
+    if y_zero_point is not None:
+        dtype = np.asarray(y_zero_point).dtype
+        if output_dtype and np.dtype(QUANTIZED_TYPES[output_dtype]) != dtype:
+            raise ValueError(
+                f"output_dtype {np.dtype(QUANTIZED_TYPES[output_dtype])} disagrees with the zero point's {dtype}"
+            )
+    else:
+        dtype = np.dtype(QUANTIZED_TYPES.get(output_dtype, np.uint8))
+    if dtype.kind not in "iu" or dtype.itemsize > 2:
+        raise NotImplementedError(f"quantization to {dtype}")
     info = np.iinfo(dtype)
     zero = 0 if y_zero_point is None else _per_axis(y_zero_point, x, axis).astype(np.int32)
-    q = np.rint(x / _per_axis(y_scale, x, axis)) + zero  # rint: round half to even, as the spec says
+    # In float32 (or the scale's float16), as the spec computes x / y_scale; rint rounds half to even.
+    q = np.rint(x / _per_axis(y_scale, x, axis)) + zero
     return np.clip(q, info.min, info.max).astype(dtype)
 
 
-def DequantizeLinear(x, x_scale, x_zero_point=None, *, axis=1, block_size=0):
+def DequantizeLinear(x, x_scale, x_zero_point=None, *, axis=1, block_size=0, output_dtype=0):
     if block_size:
         raise NotImplementedError("blocked quantization (block_size > 0)")
-    zero = 0 if x_zero_point is None else _per_axis(x_zero_point, x, axis).astype(np.int32)
-    return ((x.astype(np.int32) - zero) * _per_axis(x_scale, x, axis)).astype(np.float32)
+    if x.dtype.kind not in "iu":
+        raise NotImplementedError(f"dequantizing {x.dtype}")
+    if output_dtype and output_dtype not in FLOAT_TYPES:
+        raise NotImplementedError(f"output_dtype {output_dtype} (only float32, float16)")
+    scale = np.asarray(x_scale)
+    dtype = FLOAT_TYPES[output_dtype] if output_dtype else scale.dtype
+    zero = 0 if x_zero_point is None else _per_axis(x_zero_point, x, axis).astype(np.int64)
+    return ((x.astype(np.int64) - zero) * _per_axis(scale, x, axis).astype(np.float32)).astype(dtype)
 
 
 # Passed by the runner, never read from a node.
@@ -271,8 +308,34 @@ RUNNER_KEYWORDS = frozenset({"out", "margin_rows", "column_phases", "input_colum
 OPS = {
     name: function
     for name, function in globals().items()
-    if callable(function) and name[:1].isupper() and function.__module__.startswith(__package__)
+    if callable(function)
+    and name[:1].isupper()
+    and "_" not in name
+    and function.__module__.startswith(__package__)
 }
+
+# Opsets. A model declares the version of the default domain it was written for, and each op means what
+# its newest version at or below that says. The versions below were read from the operator changelog up
+# to opset 28 (onnx 1.23); the version bumps of these ops not listed here only added types or moved an
+# attribute to an input (the old form is refused as an unknown attribute, never misread).
+NEWEST_OPSET = 28
+FIRST_OPSET = {"HardSwish": 14, "QuantizeLinear": 10, "DequantizeLinear": 10}  # the opset that added the op
+CHANGED = {"Softmax": {1: Softmax_1, 13: Softmax}}  # since-version -> the function for that meaning
+
+
+def for_opset(op_type: str, opset: int):
+    """The function implementing ``op_type`` as opset ``opset`` defines it; NotImplementedError when the
+    op does not exist there."""
+    first = FIRST_OPSET.get(op_type, 1)
+    if opset < first:
+        raise NotImplementedError(
+            f"{op_type} does not exist before opset {first}; the model declares {opset}"
+        )
+    versions = CHANGED.get(op_type)
+    if versions is None:
+        return OPS[op_type]
+    return versions[max(v for v in versions if v <= opset)]
+
 
 # Ops the runner prepares once per input shape (``prepare(*inputs, **attributes)`` returns ``run(X)``),
 # when every input but the first is a weight.
