@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 
 import numpy as np
 import pytest
@@ -156,3 +157,75 @@ def test_bad_preprocessing_values_are_named():
 def test_imagenet_class_names_ship_with_the_package():
     names = mobilenets.preprocessing.imagenet_class_names()
     assert len(names) == 1000 and names[0] == "tench" and names[-1] == "toilet tissue"
+
+
+def _rewritten(path, tmp_path, tensors=None, **metadata_changes):
+    """The checkpoint at ``path`` with some tensors or metadata entries replaced, as a hostile file would."""
+    from safetensors import safe_open
+
+    with safe_open(str(path), "pt") as handle:
+        metadata = dict(handle.metadata())
+        state = {k: handle.get_tensor(k) for k in handle.keys()}  # noqa: SIM118
+    state.update(tensors or {})
+    for key, change in metadata_changes.items():
+        metadata[key] = json.dumps(change(json.loads(metadata[key])))
+    out = tmp_path / "hostile.safetensors"
+    save_file(state, str(out), metadata=metadata)
+    return out
+
+
+def test_a_tensor_of_the_wrong_dtype_is_refused(saved, tmp_path):
+    _, path = saved
+    tensors, _ = read(path)
+    key = next(k for k in tensors if k.endswith("weight") and tensors[k].ndim == 4)
+    hostile = _rewritten(path, tmp_path, {key: tensors[key].to(torch.int32)})
+    with pytest.raises(
+        CheckpointError,
+        match=rf"1 dtype mismatches, first: {key}: checkpoint torch.int32 vs model torch.float32",
+    ):
+        load(hostile)
+    halves = _rewritten(path, tmp_path, {key: tensors[key].half()})  # another float precision loads
+    assert load(halves)[0].state_dict()[key].dtype == torch.float32
+
+
+def test_metadata_sizes_are_checked_against_the_tensors_before_allocating(saved, tmp_path):
+    """A 1 MB file claiming a million classes (a 4 GB classifier) is refused from its tensors' shapes
+    before any model is built (the peak memory does not grow by the classifier's size)."""
+    import resource
+
+    _, path = saved
+
+    def claim(config):
+        return {**config, "num_classes": 1_000_000}
+
+    hostile = _rewritten(path, tmp_path, config=claim, class_names=lambda names: None)
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    with pytest.raises(
+        CheckpointError, match=r"classifier.weight: checkpoint \(3, 1024\) vs model \(1000000, 1024\)"
+    ):
+        load(hostile)
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 1_000_000  # KiB: under 1 GB
+
+
+@pytest.mark.parametrize(
+    "key, change, message",
+    [
+        ("config", lambda c: {**c, "num_classes": 10**9}, "config num_classes must be 0..1,000,000"),
+        ("config", lambda c: {**c, "in_chans": 4096}, "config in_chans must be 1..64"),
+        ("config", lambda c: {**c, "dropout": "0.2"}, "config 'dropout' must be float"),
+        ("config", lambda c: {**c, "memory_format": "x"}, "unknown config entry 'memory_format'"),
+        ("config", lambda c: [1], "metadata 'config' must be an object naming the architecture"),
+        ("class_names", lambda n: ["a"], "class_names must be null or a list of 3 strings"),
+        (
+            "preprocessing",
+            lambda p: {**p, "crop": 10**9},
+            "crop must be a whole number of pixels from 1 to 8192",
+        ),
+        ("preprocessing", lambda p: {**p, "mean": "abc"}, "mean must be a list of 1 to 64 numbers"),
+        ("preprocessing", lambda p: {**p, "std": [1e309, 1, 1]}, "mean and std must be finite"),
+    ],
+)
+def test_hostile_metadata_is_named(saved, tmp_path, key, change, message):
+    _, path = saved
+    with pytest.raises(CheckpointError, match=re.escape(message)):
+        load(_rewritten(path, tmp_path, **{key: change}))

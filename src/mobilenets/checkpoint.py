@@ -113,8 +113,12 @@ def read(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict]:
 
 
 def check_state_dict(model: nn.Module, state: dict[str, torch.Tensor], source: str, limit: int = 5) -> None:
-    """Raise a CheckpointError naming the first missing, unexpected and mis-shaped tensors."""
-    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    """Raise a CheckpointError naming the first missing, unexpected, mis-shaped and mis-typed tensors.
+
+    A tensor's kind must match (floating weights stay floating: an int32 tensor would load as garbage
+    weights through a silent cast); float16 / bfloat16 weights into float32 are fine."""
+    reference = model.state_dict()
+    expected = {k: tuple(v.shape) for k, v in reference.items()}
     got = {k: tuple(v.shape) for k, v in state.items()}
     missing = [k for k in expected if k not in got]
     unexpected = [k for k in got if k not in expected]
@@ -123,16 +127,78 @@ def check_state_dict(model: nn.Module, state: dict[str, torch.Tensor], source: s
         for k in expected
         if k in got and got[k] != expected[k]
     ]
-    if missing or unexpected or shapes:
+    dtypes = [
+        f"{k}: checkpoint {state[k].dtype} vs model {reference[k].dtype}"
+        for k in expected
+        if k in got
+        and (state[k].dtype.is_floating_point, state[k].dtype.is_complex, state[k].dtype == torch.bool)
+        != (
+            reference[k].dtype.is_floating_point,
+            reference[k].dtype.is_complex,
+            reference[k].dtype == torch.bool,
+        )
+    ]
+    if missing or unexpected or shapes or dtypes:
         arch = getattr(model, "arch", None) or type(model).__name__
         parts = []
         if shapes:
             parts.append(f"{len(shapes)} shape mismatches, first: " + "; ".join(shapes[:limit]))
+        if dtypes:
+            parts.append(f"{len(dtypes)} dtype mismatches, first: " + "; ".join(dtypes[:limit]))
         if missing:
             parts.append(f"{len(missing)} missing keys, first: {', '.join(missing[:limit])}")
         if unexpected:
             parts.append(f"{len(unexpected)} unexpected keys, first: {', '.join(unexpected[:limit])}")
         raise CheckpointError(f"{source} does not fit {arch}: " + " | ".join(parts))
+
+
+# What a checkpoint's config may hold, with the type each value must have: anything else is refused
+# before a model is built from it.
+CONFIG_TYPES = {
+    "arch": str,
+    "num_classes": int,
+    "in_chans": int,
+    "dropout": float,
+    "bn_eps": float,
+    "bn_momentum": float,
+    "padding": str,
+    "output_stride": int,
+}
+MAX_CLASSES = 1_000_000
+MAX_IN_CHANS = 64
+
+
+def _checked_config(metadata: dict, path) -> dict:
+    config = metadata.get("config")
+    if not isinstance(config, dict) or not isinstance(config.get("arch"), str):
+        raise CheckpointError(f"{path}: metadata 'config' must be an object naming the architecture ('arch')")
+    for key, value in config.items():
+        kind = CONFIG_TYPES.get(key)
+        if kind is None:
+            raise CheckpointError(f"{path}: unknown config entry {key!r}; allowed: {', '.join(CONFIG_TYPES)}")
+        ok = (
+            isinstance(value, (int, float)) and not isinstance(value, bool)
+            if kind is float
+            else (isinstance(value, kind) and not isinstance(value, bool))
+        )
+        if not ok:
+            raise CheckpointError(f"{path}: config {key!r} must be {kind.__name__}, got {value!r:.40}")
+    if not 0 <= config.get("num_classes", 1000) <= MAX_CLASSES:
+        raise CheckpointError(
+            f"{path}: config num_classes must be 0..{MAX_CLASSES:,}, got {config['num_classes']}"
+        )
+    if not 1 <= config.get("in_chans", 3) <= MAX_IN_CHANS:
+        raise CheckpointError(f"{path}: config in_chans must be 1..{MAX_IN_CHANS}, got {config['in_chans']}")
+    names = metadata.get("class_names")
+    if names is not None and (
+        not isinstance(names, list)
+        or not all(isinstance(n, str) for n in names)
+        or len(names) != config.get("num_classes", 1000)
+    ):
+        raise CheckpointError(
+            f"{path}: metadata class_names must be null or a list of {config.get('num_classes', 1000)} strings"
+        )
+    return dict(config)
 
 
 def load_into(
@@ -163,10 +229,20 @@ def load(
     from .zoo import create_model
 
     tensors, metadata = read(path)
-    config = dict(metadata["config"])
+    config = _checked_config(metadata, path)
     arch = config.pop("arch")
-    saved_classes = config["num_classes"]
+    saved_classes = config.get("num_classes", 1000)
     class_names = metadata.get("class_names")
+    try:
+        preprocessing = Preprocessing.from_dict(metadata.get("preprocessing") or {})
+    except (TypeError, ValueError) as error:
+        raise CheckpointError(f"{path}: metadata preprocessing: {error}") from None
+    # The tensors are checked against the architecture the metadata names before anything is allocated
+    # from it: a model on the meta device has shapes and dtypes but no memory, so a small file claiming
+    # a billion classes fails here, not in the allocator.
+    with torch.device("meta"):
+        skeleton = create_model(arch, **config)
+    check_state_dict(skeleton, tensors, str(path))
     if num_classes is not None and num_classes != saved_classes:
         if not reset_classifier:
             raise CheckpointError(
@@ -178,6 +254,6 @@ def load(
     model = create_model(arch, **config)
     load_into(model, tensors, str(path), reset_classifier=reset_classifier)
     model.class_names = class_names
-    model.preprocessing = Preprocessing.from_dict(metadata.get("preprocessing") or {})
+    model.preprocessing = preprocessing
     model.provenance = metadata.get("provenance") or {}
     return model, model.preprocessing.transform()

@@ -7,6 +7,7 @@ ones expect [-1, 1] (mean = std = 0.5 on [0, 1] pixels). So the choice travels w
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 from functools import cache
 from importlib import resources
@@ -16,6 +17,7 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 INCEPTION_MEAN = (0.5, 0.5, 0.5)  # x / 127.5 - 1: TF-Slim, Keras, timm tf_* weights
 INCEPTION_STD = (0.5, 0.5, 0.5)
 INTERPOLATIONS = ("bilinear", "bicubic", "nearest")
+MAX_SIDE = 8192  # resize / crop bound: a checkpoint's metadata cannot ask for a bigger image
 
 
 @dataclass(frozen=True)
@@ -29,6 +31,14 @@ class Preprocessing:
     std: tuple[float, ...] = IMAGENET_STD
 
     def __post_init__(self) -> None:
+        for name in ("resize", "crop"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_SIDE:
+                raise ValueError(
+                    f"{name} must be a whole number of pixels from 1 to {MAX_SIDE}, got {value!r:.40}"
+                )
+        if not all(math.isfinite(v) for v in (*self.mean, *self.std)):
+            raise ValueError(f"mean and std must be finite, got {self.mean}, {self.std}")
         if self.interpolation not in INTERPOLATIONS:
             raise ValueError(f"interpolation must be one of {INTERPOLATIONS}, got {self.interpolation!r}")
         if not 0 < self.crop <= self.resize:
@@ -48,10 +58,19 @@ class Preprocessing:
 
     @classmethod
     def from_dict(cls, data: dict) -> Preprocessing:
+        if not isinstance(data, dict):
+            raise ValueError(f"preprocessing must be an object, got {type(data).__name__}")
         known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
         for key in ("mean", "std"):
             if key in known:
-                known[key] = tuple(float(v) for v in known[key])
+                values = known[key]
+                if (
+                    not isinstance(values, (list, tuple))
+                    or not 1 <= len(values) <= 64
+                    or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)
+                ):
+                    raise ValueError(f"{key} must be a list of 1 to 64 numbers, got {values!r:.60}")
+                known[key] = tuple(float(v) for v in values)
         return cls(**known)
 
     def transform(self):
