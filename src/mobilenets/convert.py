@@ -331,19 +331,73 @@ def read_torch_state_dict(path: Path) -> dict[str, torch.Tensor]:
     return {k.removeprefix("module."): v for k, v in state.items()}
 
 
+MAX_KERAS_WEIGHTS_BYTES = 1 << 30  # inflated from a .keras zip at most (the largest MobileNet is ~25 MB)
+
+
+def _keras_weights_bytes(path: Path) -> bytes:
+    """model.weights.h5 from a .keras zip, inflated in a bounded read: a zip bomb (or an entry whose
+    declared size lies) stops at the limit instead of exhausting memory."""
+    with zipfile.ZipFile(path) as archive:
+        if "model.weights.h5" not in archive.namelist():
+            raise CheckpointError(f"{path} is a zip but has no model.weights.h5: not a .keras file")
+        with archive.open("model.weights.h5") as entry:
+            data = entry.read(MAX_KERAS_WEIGHTS_BYTES + 1)
+    if len(data) > MAX_KERAS_WEIGHTS_BYTES:
+        raise CheckpointError(
+            f"{path}: model.weights.h5 inflates to more than {MAX_KERAS_WEIGHTS_BYTES >> 20} MiB; refused"
+        )
+    return data
+
+
+def _member(group, name: str, path: Path, kind):
+    """``group[name]``, refusing what would read outside the file: external links (another HDF5 file),
+    datasets with external storage (raw bytes of any local file) and virtual datasets (other files'
+    datasets). Datasets are read whole, so their size is bounded first."""
+    import h5py
+
+    link = group.get(name, getlink=True)
+    if link is None:
+        raise CheckpointError(f"{path}: {group.name}/{name} is missing")
+    if isinstance(link, h5py.ExternalLink):
+        raise CheckpointError(
+            f"{path}: {group.name}/{name} is an external link to {link.filename!r}; links to other files are refused"
+        )
+    member = group[name]
+    if not isinstance(member, kind):
+        raise CheckpointError(f"{path}: {member.name} is not a {kind.__name__.lower()}")
+    if kind is h5py.Dataset:
+        if member.external:
+            raise CheckpointError(
+                f"{path}: dataset {member.name} keeps its data in external storage "
+                f"({member.external[0][0]!r}); refused: a weights file must hold its own data"
+            )
+        if member.is_virtual:
+            raise CheckpointError(
+                f"{path}: dataset {member.name} is a virtual dataset (data from other files); refused"
+            )
+        if member.dtype.kind not in "fiu" or member.size * member.dtype.itemsize > MAX_KERAS_WEIGHTS_BYTES:
+            raise CheckpointError(
+                f"{path}: dataset {member.name} ({member.dtype}, {member.shape}) is not a weight array"
+            )
+    return member
+
+
+def _text_attr(value) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
 def read_keras_weights(path: Path) -> dict[str, list[np.ndarray]]:
-    """Layer name -> weight arrays (Keras order: kernel, bias / gamma, beta, moving mean, moving variance)."""
+    """Layer name -> weight arrays (Keras order: kernel, bias / gamma, beta, moving mean, moving variance).
+
+    Only the file's own data is read: external links, external storage and virtual datasets are refused
+    (each could pull another local file into the weights)."""
     import h5py
 
     if not path.is_file():
         raise FileNotFoundError(f"{path} does not exist")
     try:
         if path.suffix == ".keras" or zipfile.is_zipfile(path):
-            with zipfile.ZipFile(path) as archive:
-                if "model.weights.h5" not in archive.namelist():
-                    raise CheckpointError(f"{path} is a zip but has no model.weights.h5: not a .keras file")
-                data = archive.read("model.weights.h5")
-            handle = h5py.File(io.BytesIO(data), "r")
+            handle = h5py.File(io.BytesIO(_keras_weights_bytes(path)), "r")
         else:
             handle = h5py.File(path, "r")
     except CheckpointError:
@@ -352,27 +406,29 @@ def read_keras_weights(path: Path) -> dict[str, list[np.ndarray]]:
         raise CheckpointError(
             f"{path} is not a readable Keras weights file (truncated or corrupt?): {error}"
         ) from error
+
+    def read(group, name):
+        return np.asarray(_member(group, name, path, h5py.Dataset))
+
     with handle:
-        root = handle.get("model_weights", handle)
+        root = _member(handle, "model_weights", path, h5py.Group) if "model_weights" in handle else handle
         if "layer_names" in root.attrs:  # legacy h5: Keras Applications' files, model.save("x.h5")
             layers = {}
             for name in root.attrs["layer_names"]:
-                name = name.decode() if isinstance(name, bytes) else str(name)
-                group = root[name]
-                weight_names = [
-                    w.decode() if isinstance(w, bytes) else str(w) for w in group.attrs["weight_names"]
-                ]
+                group = _member(root, _text_attr(name), path, h5py.Group)
+                weight_names = [_text_attr(w) for w in group.attrs.get("weight_names", [])]
                 if weight_names:
-                    layers[name] = [np.asarray(group[w]) for w in weight_names]
+                    layers[_text_attr(name)] = [read(group, w) for w in weight_names]
             return layers
         if "layers" in root:  # Keras 3: layers/<auto name>/vars/<i>, the layer's name in vars.attrs["name"]
             layers = {}
-            for group in root["layers"].values():
+            top = _member(root, "layers", path, h5py.Group)
+            for key in top:
+                group = _member(top, key, path, h5py.Group)
                 if "vars" in group and len(group["vars"]):
-                    variables = group["vars"]
-                    name = variables.attrs.get("name")
-                    name = name.decode() if isinstance(name, bytes) else str(name)
-                    layers[name] = [np.asarray(variables[str(i)]) for i in range(len(variables))]
+                    variables = _member(group, "vars", path, h5py.Group)
+                    name = _text_attr(variables.attrs.get("name"))
+                    layers[name] = [read(variables, str(i)) for i in range(len(variables))]
             return layers
     raise CheckpointError(
         f"{path}: no Keras weights found (neither legacy 'layer_names' nor Keras 3 'layers')"
