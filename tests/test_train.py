@@ -240,3 +240,92 @@ def test_ema_weights_are_deployed_and_resume_exactly(tmp_path, monkeypatch):
     assert all(torch.equal(expected[k], got[k]) for k in expected)
     # The deployable weights are the EMA's, not the raw training weights.
     assert not torch.equal(got["stem.conv.weight"], got["train/model/stem.conv.weight"])
+
+
+def test_a_moved_run_resumes_where_it_is_now(tiny_run, tmp_path):
+    """config.json records the first --out; --resume of a copy must write into the copy, never the original."""
+    import shutil
+
+    original, _ = tiny_run
+    before = {p.name: p.read_bytes() for p in original.iterdir() if p.is_file()}
+    copy = tmp_path / "copied"
+    shutil.copytree(original, copy)
+    recorded = json.loads((copy / "config.json").read_text())
+    (copy / "config.json").write_text(json.dumps({**recorded, "epochs": 5}))  # one more epoch to run
+    resumed = subprocess.run(
+        [sys.executable, "-m", "mobilenets", "train", "--resume", str(copy), "--quiet"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert resumed.returncode == 0, resumed.stderr
+    assert {p.name: p.read_bytes() for p in original.iterdir() if p.is_file()} == before
+    history = [json.loads(line) for line in RunFiles(copy).metrics.read_text().splitlines()]
+    assert [r["epoch"] for r in history] == [0, 1, 2, 3, 4]
+    assert json.loads((copy / "config.json").read_text())["out"] == str(copy)
+
+
+def test_a_fresh_run_never_writes_over_a_folder(tiny_run, tmp_path, capsys):
+    from mobilenets.cli import main
+
+    finished, _ = tiny_run
+    before = {p.name: p.read_bytes() for p in finished.iterdir() if p.is_file()}
+    assert main(["train", "demo", "--out", str(finished), "--quiet"]) == 2
+    error = capsys.readouterr().err
+    assert "holds an earlier run" in error and f"--resume {finished}" in error and "--overwrite" in error
+    assert {p.name: p.read_bytes() for p in finished.iterdir() if p.is_file()} == before
+
+    user = tmp_path / "mine"
+    user.mkdir()
+    (user / "config.json").write_text('{"my": "settings"}')
+    for extra in ([], ["--overwrite"]):
+        assert main(["train", "demo", "--out", str(user), "--quiet", *extra]) == 2
+        assert "is not empty and is not a run folder (it holds config.json)" in capsys.readouterr().err
+    assert (user / "config.json").read_text() == '{"my": "settings"}' and len(list(user.iterdir())) == 1
+
+
+def test_the_recipe_follows_whether_weights_are_given(tmp_path, capsys, monkeypatch):
+    """From scratch the scratch recipe (the fine-tuning one's heavy crops and TrivialAugment need
+    pretrained features), with --weights the finetune one; the choice is printed."""
+    import mobilenets.cli as cli
+    import mobilenets.train as train_module
+
+    chosen = []
+    monkeypatch.setattr(
+        train_module,
+        "fit",
+        lambda config, **_: chosen.append(config) or (_ for _ in ()).throw(ValueError("stop")),
+    )
+    cli.main(["train", "demo", "--out", str(tmp_path / "a")])
+    assert chosen[-1].recipe == "scratch" and chosen[-1].augment == "none"
+    assert "recipe: scratch (no --weights: training from scratch" in capsys.readouterr().out
+    cli.main(["train", "demo", "--out", str(tmp_path / "b"), "--weights", "torchvision"])
+    assert chosen[-1].recipe == "finetune" and chosen[-1].augment == "trivialaugment"
+    cli.main(["train", "demo", "--out", str(tmp_path / "c"), "--recipe", "paper"])
+    assert chosen[-1].recipe == "paper"
+
+
+def test_ddp_reports_the_bad_files_of_every_process(tmp_path):
+    """Each process meets the bad files of its own shard; report.json lists all of them."""
+    root = demo.write_dataset(tmp_path / "data", train_per_class=3, val_per_class=1, size=48)
+    names = [f"broken{i}.jpg" for i in range(len(demo.CLASSES))]  # 18 + 6 files: 6 batches of 4 visit all
+    for i, name in enumerate(names):
+        (root / "train" / demo.CLASSES[i] / name).write_bytes(b"\xff\xd8\xff garbage")
+    script = tmp_path / "ddp_bad.py"
+    settings = {**TINY, "epochs": 1, "batch_size": 4, "seed": 3}
+    script.write_text(
+        textwrap.dedent(f"""
+        import warnings
+        warnings.simplefilter("ignore")
+        from mobilenets.train import config_from_recipe, fit
+        fit(config_from_recipe("scratch", data={str(root)!r}, out={str(tmp_path / "run")!r}, **{settings!r}), progress=False)
+    """)
+    )
+    subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", str(script)],
+        check=True,
+        timeout=300,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
+    report = json.loads(RunFiles(tmp_path / "run").report.read_text())
+    assert sorted(os.path.basename(b["path"]) for b in report["bad_files"]) == names

@@ -132,8 +132,12 @@ def cmd_train(args: argparse.Namespace) -> int:
             fields["channels_last"] = False
         if args.freeze_backbone:
             fields["freeze_backbone"] = True
-        config = config_from_recipe(args.recipe, data=args.data, out=args.out, **fields)
-        result = fit(config, progress=not args.quiet)
+        recipe = args.recipe or ("finetune" if args.weights else "scratch")
+        if not args.recipe:
+            why = "--weights given" if args.weights else "no --weights: training from scratch"
+            print(f"recipe: {recipe} ({why}; --recipe to choose another)")
+        config = config_from_recipe(recipe, data=args.data, out=args.out, **fields)
+        result = fit(config, progress=not args.quiet, overwrite=args.overwrite)
     _print_run_summary(result)
     return 0
 
@@ -392,7 +396,14 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("data", nargs="?", help="image folder, or 'demo'")
     train.add_argument("--out", help="run folder (checkpoints, metrics.jsonl, curves.png, report.json)")
     train.add_argument("--resume", metavar="RUN", help="continue an interrupted run exactly where it stopped")
-    train.add_argument("--recipe", default="finetune", choices=["finetune", "scratch", "paper"])
+    train.add_argument(
+        "--recipe",
+        choices=["finetune", "scratch", "paper"],
+        help="default: finetune with --weights, scratch without (see docs/train.md)",
+    )
+    train.add_argument(
+        "--overwrite", action="store_true", help="replace an earlier run in --out (never other files)"
+    )
     train.add_argument("--model")
     train.add_argument("--weights", help="torchvision, keras, timm, or a .safetensors checkpoint")
     train.add_argument("--epochs", type=_positive_int)

@@ -207,6 +207,11 @@ class BadFileLog:
                 self.files[record.path] = record.reason
                 warnings.warn(f"skipping {record.reason}", stacklevel=2)
 
+    def merge(self, files: dict[str, str]) -> None:
+        """Files another process found (it warned about them already)."""
+        for path, reason in files.items():
+            self.files.setdefault(path, reason)
+
     def __len__(self) -> int:
         return len(self.files)
 

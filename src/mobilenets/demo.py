@@ -175,7 +175,7 @@ def run_demo(out: str | os.PathLike = "runs/demo", epochs: int | None = None, qu
     print(f"\n== Training {settings['model']} on the demo dataset ({len(CLASSES)} classes, rendered) ==\n")
     started = time.perf_counter()
     config = config_from_recipe("scratch", data="demo", out=str(out), **settings)
-    fit(config, progress=not quiet)
+    fit(config, progress=not quiet, overwrite=True)  # an earlier demo run is replaced, nothing else
     print(f"trained in {time.perf_counter() - started:.0f} s")
     print("\n== Evaluation on the validation split ==\n")
     evaluation = evaluate(out, "demo", out=out / "eval")

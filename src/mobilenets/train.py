@@ -489,10 +489,62 @@ def _train_mode(model: nn.Module, freeze_backbone: bool) -> None:
                 module.eval()
 
 
-def fit(config: TrainConfig, resume: bool = False, progress: bool = True) -> FitResult:
-    """Train ``config.model`` on ``config.data``; writes checkpoints, metrics and curves to ``config.out``."""
+def check_run_folder(out: str | os.PathLike, overwrite: bool = False) -> None:
+    """A fresh run starts in a new or empty folder. A finished or interrupted run is resumed (``--resume``)
+    or, with ``overwrite``, replaced; a folder holding anything else is never written into."""
+    root = Path(out)
+    if not root.exists():
+        return
+    if not root.is_dir():
+        raise ValueError(f"--out {root} exists and is not a folder")
+    entries = sorted(p.name for p in root.iterdir())
+    if not entries:
+        return
+    shown = ", ".join(entries[:5]) + (" ..." if len(entries) > 5 else "")
+    if not is_run_folder(root):
+        raise ValueError(
+            f"--out {root} is not empty and is not a run folder (it holds {shown}); choose a new folder"
+        )
+    if not overwrite:
+        raise ValueError(
+            f"--out {root} holds an earlier run ({shown}): continue it with --resume {root}, choose a new "
+            "folder, or pass --overwrite to replace it"
+        )
+
+
+RUN_ENTRIES = {
+    "config.json",
+    "last.safetensors",
+    "best.safetensors",
+    "metrics.jsonl",
+    "curves.png",
+    "report.json",
+    "demo-data",
+    "eval",
+}
+
+
+def is_run_folder(root: Path) -> bool:
+    """A folder ``mobilenets train`` wrote: a config.json it can read, and nothing but its own entries
+    (atomic-write leftovers included)."""
+    try:
+        TrainConfig(**json.loads((root / "config.json").read_text()))
+    except (OSError, ValueError, TypeError):
+        return False
+    return all(p.name in RUN_ENTRIES or p.name.startswith(".") for p in root.iterdir())
+
+
+def fit(
+    config: TrainConfig, resume: bool = False, progress: bool = True, overwrite: bool = False
+) -> FitResult:
+    """Train ``config.model`` on ``config.data``; writes checkpoints, metrics and curves to ``config.out``.
+
+    A fresh run (``resume=False``) needs a new or empty ``config.out``; ``overwrite`` lets it replace an
+    earlier run there (never a folder holding other files)."""
     from tqdm import tqdm
 
+    if not resume and int(os.environ.get("RANK", "0")) == 0:
+        check_run_folder(config.out, overwrite)
     files = RunFiles(config.out)
     device = pick_device(config.device, int(os.environ.get("LOCAL_RANK", "0")))
     world = init_distributed(device)
@@ -584,7 +636,15 @@ def fit(config: TrainConfig, resume: bool = False, progress: bool = True) -> Fit
         )
         for images, labels, _, bad_files in bar:
             bad.add(bad_files)
-            if images is None:
+            # A batch whose bad files left fewer than 2 images cannot train BatchNorm (its 1x1 maps have
+            # one value per channel): skip it, and in DDP skip it on every process together, or the
+            # others would wait forever in the gradient all-reduce.
+            usable = images is not None and len(images) >= 2
+            if world.world > 1:
+                flag = torch.tensor([int(usable)], device=device)
+                dist.all_reduce(flag, op=dist.ReduceOp.MIN)
+                usable = bool(flag.item())
+            if not usable:
                 continue
             for group in optimizer.param_groups:
                 group["lr"] = lr_at(config, step, steps_per_epoch)
@@ -608,6 +668,11 @@ def fit(config: TrainConfig, resume: bool = False, progress: bool = True) -> Fit
         if world.world > 1:  # DDP syncs gradients, not BN running statistics: take rank 0's everywhere
             for buffer in model.buffers():
                 dist.broadcast(buffer, 0)
+            # Each process met the bad files of its own shard: the report lists every process's.
+            found: list = [None] * world.world
+            dist.all_gather_object(found, bad.files)
+            for files_of_rank in found:
+                bad.merge(files_of_rank)
 
         if world.main:
             deployed = ema.module if ema is not None else model
@@ -746,9 +811,15 @@ def _plot_curves(history: list[dict], path: Path) -> None:
 
 
 def load_config(run: str | os.PathLike) -> TrainConfig:
+    """The config a run was started with, its ``out`` set to where ``run`` is now: a run that was copied
+    or moved resumes in place, never in (and over) the folder it was first written to."""
     path = RunFiles(run).config
     if not path.exists():
         raise FileNotFoundError(
             f"{run} is not a run folder (no config.json); start it with `mobilenets train`"
         )
-    return TrainConfig(**json.loads(path.read_text()))
+    try:
+        recorded = json.loads(path.read_text())
+        return TrainConfig(**{**recorded, "out": str(run)})
+    except (ValueError, TypeError) as error:
+        raise ValueError(f"{path} is not a readable run config: {error}") from None
