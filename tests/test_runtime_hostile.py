@@ -290,3 +290,15 @@ def test_cli_run_reports_a_truncated_ppm_in_one_line(tmp_path, capsys):
     error = capsys.readouterr().err
     assert error.startswith("mobilenets run: error: ") and "cut.ppm: truncated" in error
     assert error.count("\n") == 1
+
+
+def test_reduce_mean_with_the_axes_attribute_before_opset_18():
+    """Before 18 the axes are an attribute (what exports at opset 11-17 write), from 18 an input."""
+    ort = pytest.importorskip("onnxruntime")
+    x = np.random.default_rng(2).normal(size=(2, 3, 4, 5)).astype(np.float32)
+    node = helper.make_node("ReduceMean", ["x"], ["y"], axes=[2, 3], keepdims=1)
+    data = _model([node], [_info("x", shape=[2, 3, 4, 5])], [_info("y")], opset=13)
+    expected = ort.InferenceSession(data, providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    np.testing.assert_allclose(OnnxModel(data).run({"x": x})[0], expected, rtol=1e-6)
+    with pytest.raises(UnsupportedOnnx, match=r"attribute\(s\) axes not supported"):
+        OnnxModel(_model([node], [_info("x")], [_info("y")], opset=18))

@@ -271,6 +271,8 @@ def _madds(runner: Runner, resolution: int) -> int:
     from .zoo import create_model
 
     arch = read_metadata(runner.onnx_path).arch
+    if arch is None:  # a file without our metadata: the multiply-adds are not known, the timings still are
+        return 0
     try:
         return profile_module(create_model(arch), resolution).madds
     except ValueError:

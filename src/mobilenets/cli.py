@@ -586,6 +586,18 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, FileNotFoundError, NotImplementedError) as error:  # CheckpointError is a ValueError
         print(f"mobilenets {args.command}: error: {error}", file=sys.stderr)
         return 2
+    except ImportError as error:  # an optional package (executorch, openvino, onnx ...) not installed
+        package = getattr(error, "name", None)
+        print(
+            f"mobilenets {args.command}: error: {error}"
+            + (
+                f" (pip install {package.split('.')[0]})"
+                if package and "pip install" not in str(error)
+                else ""
+            ),
+            file=sys.stderr,
+        )
+        return 2
 
 
 __all__ = ["build_parser", "main"]

@@ -26,6 +26,8 @@ from .optimize import fuse
 from .preprocessing import Preprocessing
 
 OPSET = 18
+# HardSigmoid and Clip-with-inputs need 11; torch's TorchScript exporter stops at 20.
+MIN_OPSET, MAX_OPSET = 11, 20
 TOLERANCE = 1e-4  # max |difference| relative to the largest |logit|
 
 
@@ -79,6 +81,8 @@ def export_onnx(
     """Export ``source`` to ONNX at ``path`` and verify it with ONNX Runtime (see the module docstring)."""
     import onnx
 
+    if not MIN_OPSET <= opset <= MAX_OPSET:
+        raise ValueError(f"opset must be from {MIN_OPSET} to {MAX_OPSET} (the exporter's range), got {opset}")
     model = resolve_model(source).eval()
     preprocessing = getattr(model, "preprocessing", None) or Preprocessing()
     resolution = resolution or preprocessing.crop

@@ -117,12 +117,17 @@ def quantize(
     weight_bits = 7 if reduce_range else 8
     info = read_metadata(model_path)
     transform = _transform(info)
+    # Every input is checked before anything is written: a bad --labelled folder must not leave an
+    # output behind after the work that made it.
+    labelled_set = _labelled(labelled, info.class_names) if labelled is not None else None
     files = spread(list_images(calibration), max_images)
     bad: list[str] = []
     images = list(_images(files, transform, bad))
     if not images:
         raise ValueError(f"no readable images under {calibration} to calibrate with")
     output = Path(output)
+    if output.resolve() == Path(model_path).resolve():
+        raise ValueError(f"-o {output} is the model being quantized; choose another output file")
     output.parent.mkdir(parents=True, exist_ok=True)
     original = onnx.load(str(model_path))
     with tempfile.TemporaryDirectory() as work:
@@ -181,19 +186,28 @@ def quantize(
     report = QuantizeReport(
         output, len(images), agreement, excluded, bad_files=bad, method=used, weight_bits=weight_bits
     )
-    if labelled is not None:
+    if labelled_set is not None:
         (report.fp32_top1, report.int8_top1, report.labelled_agreement, report.labelled_images) = _accuracy(
-            fp32, int8, labelled, transform, bad
+            fp32, int8, labelled_set, transform, bad
         )
     return report
 
 
-def _accuracy(fp32: OnnxSession, int8: OnnxSession, folder, transform, bad: list[str]):
+def _labelled(folder, model_classes: list[str] | None) -> tuple[list[str], list, list[str]]:
+    """(folder classes, samples, the model's class names) of a labelled folder, checked: it has images,
+    and only classes the model knows."""
     classes, samples = scan(Path(folder))
-    names = fp32.info.class_names or classes
+    if not samples:
+        raise ValueError(f"--labelled {folder} holds no images")
+    names = model_classes or classes
     unknown = [c for c in classes if c not in names]
     if unknown:
-        raise ValueError(f"{folder} has classes the model does not know: {', '.join(unknown[:5])}")
+        raise ValueError(f"--labelled {folder} has classes the model does not know: {', '.join(unknown[:5])}")
+    return classes, samples, names
+
+
+def _accuracy(fp32: OnnxSession, int8: OnnxSession, labelled_set, transform, bad: list[str]):
+    classes, samples, names = labelled_set
     correct_fp32 = correct_int8 = agree = total = 0
     for start in range(0, len(samples), 64):
         chunk = samples[start : start + 64]

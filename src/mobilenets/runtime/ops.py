@@ -157,6 +157,11 @@ def ReduceMean(data, axes=None, *, keepdims=1, noop_with_empty_axes=0):
     return prepare_reduce_mean(data, axes, keepdims=keepdims, noop_with_empty_axes=noop_with_empty_axes)(data)
 
 
+def ReduceMean_1(data, *, axes=None, keepdims=1):
+    """ReduceMean-1 to -13 (models declaring opset < 18): the axes are an attribute, not an input."""
+    return ReduceMean(data, axes, keepdims=keepdims)
+
+
 def prepare_reduce_mean(data, axes=None, *, keepdims=1, noop_with_empty_axes=0):
     """``ReduceMean`` with these axes, for inputs of ``data``'s shape: returns ``run(data)``. Squeeze-and-
     excite takes a mean every block; parsing the axes input each time cost a third of it."""
@@ -320,7 +325,10 @@ OPS = {
 # attribute to an input (the old form is refused as an unknown attribute, never misread).
 NEWEST_OPSET = 28
 FIRST_OPSET = {"HardSwish": 14, "QuantizeLinear": 10, "DequantizeLinear": 10}  # the opset that added the op
-CHANGED = {"Softmax": {1: Softmax_1, 13: Softmax}}  # since-version -> the function for that meaning
+CHANGED = {
+    "Softmax": {1: Softmax_1, 13: Softmax},
+    "ReduceMean": {1: ReduceMean_1, 18: ReduceMean},
+}  # since-version -> the function for that meaning
 
 
 def for_opset(op_type: str, opset: int):
