@@ -54,3 +54,22 @@ def test_the_talks_comparison():
     assert round(googlenet.params / 1e6, 1) == 7.0 and round(googlenet.madds / 1e6) == 1583
     # MobileNet is ~27x cheaper than VGG-16 and ~32x smaller, as the paper says (Section 4.3).
     assert 26 < vgg.madds / mobilenet.madds < 28 and 32 < vgg.params / mobilenet.params < 33.5
+
+
+def test_tf_slim_v1_counts_three_values_per_batchnorm_channel():
+    """Its batch_norm has no gamma: beta, moving mean and moving variance, with the 1001-class head. That
+    convention reproduces all four printed parameter cells; gamma + beta (torchvision's) misses 0.5's."""
+    from dataclasses import replace
+
+    from mobilenets.published import PUBLISHED, check_cell
+
+    cells = [c for c in PUBLISHED if c.source == "TF-Slim mobilenet_v1.md" and c.resolution == 224]
+    assert {c.bn_values_per_channel for c in cells} == {3} and len(cells) == 4
+    for cell in cells:
+        (params,) = [check for check in check_cell(cell) if check.field == "params"]
+        assert params.agrees and params.reason is None, (cell.model, params.computed)
+    half = next(c for c in cells if c.model == "mobilenet_v1_050")
+    (params,) = [
+        check for check in check_cell(replace(half, bn_values_per_channel=2)) if check.field == "params"
+    ]
+    assert params.printed == "1.34" and not params.agrees
