@@ -19,7 +19,7 @@ def _one_line_error(capsys, command: str) -> str:
 @pytest.mark.parametrize("opset", ["5", "99"])
 def test_export_opset_out_of_range(opset, tmp_path, capsys):
     assert main(["export", "mobilenet_v3_small_050", "-o", str(tmp_path / "m.onnx"), "--opset", opset]) == 2
-    assert f"opset must be from 11 to 20 (the exporter's range), got {opset}" in _one_line_error(
+    assert f"opset must be from 11 to 23 (the exporter's range), got {opset}" in _one_line_error(
         capsys, "export"
     )
     assert not list(tmp_path.iterdir())

@@ -235,7 +235,7 @@ def cmd_export(args: argparse.Namespace) -> int:
         f"checked with ONNX Runtime: max difference {report.max_abs_diff:.2e} "
         f"({report.relative_diff:.2e} of the largest logit; limit 1e-4)"
     )
-    print(f"ops: {ops}")
+    print(f"ops: {ops}; exporter: {report.exporter}")
     return 0
 
 

@@ -3,7 +3,7 @@
 The TorchScript exporter leaves shape arithmetic for TF-'same' padding (its constant folder gives up on
 a reversed Slice) and shares equal initializers through Identity nodes. After these passes the graph holds
 only Conv, activations, Mul / Add, pooling, Flatten and Gemm, which every runtime (and our NumPy runner and
-C generator) supports.
+C generator) supports. The torch.export-based exporter writes the flatten as a Reshape, put back as Flatten.
 """
 
 from __future__ import annotations
@@ -86,6 +86,63 @@ def fuse_pad_into_conv(proto) -> None:
     _replace_nodes(proto, [n for n in proto.graph.node if id(n) not in removed])
 
 
+def flatten_pooled_reshapes(proto) -> None:
+    """The torch.export-based exporter flattens the pooled (N, C, 1, 1) features with Reshape(-1, C): the
+    same as Flatten(axis=1), the op the TorchScript exporter wrote and every runtime (and the C
+    generator) has. Only a Reshape to [-1, C] of a value whose inferred shape is (N, C, 1, 1) is rewritten."""
+    import onnx
+    from onnx import helper, numpy_helper
+
+    initializers = {init.name: init for init in proto.graph.initializer}
+    inferred = onnx.shape_inference.infer_shapes(proto)
+    shapes = {
+        info.name: [d.dim_value if d.HasField("dim_value") else None for d in info.type.tensor_type.shape.dim]
+        for info in inferred.graph.value_info
+    }
+    nodes = []
+    for node in proto.graph.node:
+        shape_name = node.input[1] if node.op_type == "Reshape" and len(node.input) > 1 else ""
+        target = (
+            numpy_helper.to_array(initializers[shape_name]).tolist() if shape_name in initializers else None
+        )
+        source = shapes.get(node.input[0]) if node.input else None
+        if (
+            target is not None
+            and len(target) == 2
+            and target[0] == -1
+            and source is not None
+            and len(source) == 4
+            and source[1:] == [target[1], 1, 1]
+        ):
+            node = helper.make_node("Flatten", [node.input[0]], list(node.output), name=node.name, axis=1)
+        nodes.append(node)
+    _replace_nodes(proto, nodes)
+
+
+def name_nodes_by_module(proto) -> None:
+    """Node names from the module each node came from, as the TorchScript exporter wrote them
+    (``/blocks/3/se/fc1/Conv``): quantize's --keep-float matches fragments like ``/se/``. The torch.export-
+    based exporter names nodes ``node_conv2d_11`` and keeps the module path in per-node metadata, with a
+    stack trace that is dropped here (it is most of a small model's file)."""
+    import ast
+
+    seen: dict[str, int] = {}
+    for node in proto.graph.node:
+        scopes = next((m.value for m in node.metadata_props if m.key == "pkg.torch.onnx.name_scopes"), None)
+        if scopes is None:
+            continue
+        try:
+            parts = [p for p in ast.literal_eval(scopes)[:-1] if p]  # the last scope is the op itself
+        except (ValueError, SyntaxError):
+            continue
+        module = parts[-1] if parts else ""
+        name = "/" + "/".join([*module.split("."), node.op_type]) if module else f"/{node.op_type}"
+        count = seen.get(name, 0)
+        seen[name] = count + 1
+        node.name = name if not count else f"{name}_{count}"
+        del node.metadata_props[:]
+
+
 def drop_unused_initializers(proto) -> None:
     used = {name for node in proto.graph.node for name in node.input}
     used |= {output.name for output in proto.graph.output}
@@ -99,6 +156,8 @@ def clean(proto) -> None:
     materialise_shared_initializers(proto)
     fold_constants(proto)
     fuse_pad_into_conv(proto)
+    flatten_pooled_reshapes(proto)
+    name_nodes_by_module(proto)
     drop_unused_initializers(proto)
 
 
