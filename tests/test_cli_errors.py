@@ -102,3 +102,17 @@ def test_bench_on_an_onnx_file_without_our_metadata(tmp_path, capsys):
         == 0
     )
     assert "| onnxruntime | 1 |" in capsys.readouterr().out
+
+
+def test_a_closed_pipe_is_not_an_error(monkeypatch):
+    """`mobilenets models | head -1`: the reader leaves early; no traceback, exit 0."""
+
+    class ClosedPipe:
+        def write(self, text):
+            raise BrokenPipeError(32, "Broken pipe")
+
+        def flush(self):
+            pass
+
+    monkeypatch.setattr("sys.stdout", ClosedPipe())
+    assert main(["models"]) == 0

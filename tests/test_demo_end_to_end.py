@@ -2,10 +2,23 @@
 
 import json
 
+import pytest
+import torch
+
 from mobilenets.demo import run_demo
 
 
-def test_demo_reaches_90_percent(tmp_path, capsys):
+@pytest.fixture
+def two_threads():
+    """`make demo` runs with both cores' threads, and training from scratch follows a different path with
+    another thread count (float sums in another order): run it as users do, even under pytest-xdist."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    yield
+    torch.set_num_threads(before)
+
+
+def test_demo_reaches_90_percent(tmp_path, capsys, two_threads):
     out = tmp_path / "demo"
     assert run_demo(out, quiet=True) == 0
     printed = capsys.readouterr().out
