@@ -90,3 +90,48 @@ def test_corrupt_and_wrong_keras_files_are_named(tmp_path):
         match=r"the keras weights have no 'expanded_conv_11_expand' \(needed for blocks.11.expand.conv\): is --arch mobilenet_v3_large_100 right\?",
     ):
         convert(path, "keras", "mobilenet_v3_large_100")
+
+
+@pytest.mark.parametrize(("kind", "arch"), [("v2", "mobilenet_v2_035"), ("v1", "mobilenet_v1_025")])
+def test_a_fine_tuned_nested_keras_model_converts(kind, arch, tmp_path):
+    """The usual Keras fine-tuning: the Applications base (include_top=False) inside a Functional model,
+    then pooling, dropout and a Dense of the user's own name. Every saving format, logits within 1e-4."""
+    import keras
+
+    size = 96
+    base = {"v1": keras.applications.MobileNet, "v2": keras.applications.MobileNetV2}[kind](
+        alpha=float(arch[-3:]) / 100, input_shape=(size, size, 3), include_top=False, weights=None
+    )
+    randomize_keras_batchnorm(base, seed=4, size=size)
+    inputs = keras.Input((size, size, 3))
+    features = keras.layers.GlobalAveragePooling2D()(base(inputs))
+    logits = keras.layers.Dense(5, name="flower_logits")(keras.layers.Dropout(0.3)(features))
+    reference = keras.Model(inputs, logits)
+    x = structured_inputs(3, size, seed=5)
+    expected = predict(reference, x)
+    assert np.abs(expected - expected.mean(0)).max() / np.abs(expected).max() > 1e-2
+    for name in ("tuned.h5", "tuned.weights.h5", "tuned.keras"):
+        _save(reference, tmp_path / name)
+        model = convert(tmp_path / name, "keras", arch).model.eval()
+        assert model.num_classes == 5
+        with torch.no_grad():
+            got = model(x).numpy()
+        assert np.abs(got - expected).max() / np.abs(expected).max() < 1e-4, name
+
+
+def test_a_fine_tuned_v3_without_its_head_conv_is_named(tmp_path):
+    import keras
+
+    base = keras.applications.MobileNetV3Small(
+        input_shape=(96, 96, 3), include_top=False, weights=None, include_preprocessing=False
+    )
+    inputs = keras.Input((96, 96, 3))
+    reference = keras.Model(
+        inputs, keras.layers.Dense(5, name="mine")(keras.layers.GlobalAveragePooling2D()(base(inputs)))
+    )
+    reference.save_weights(tmp_path / "v3.weights.h5")
+    with pytest.raises(
+        CheckpointError,
+        match="classifier 'mine' takes 576 features, but this architecture's classifier takes 1024",
+    ):
+        convert(tmp_path / "v3.weights.h5", "keras", "mobilenet_v3_small_100")

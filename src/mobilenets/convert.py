@@ -413,22 +413,31 @@ def read_keras_weights(path: Path) -> dict[str, list[np.ndarray]]:
     with handle:
         root = _member(handle, "model_weights", path, h5py.Group) if "model_weights" in handle else handle
         if "layer_names" in root.attrs:  # legacy h5: Keras Applications' files, model.save("x.h5")
-            layers = {}
-            for name in root.attrs["layer_names"]:
-                group = _member(root, _text_attr(name), path, h5py.Group)
-                weight_names = [_text_attr(w) for w in group.attrs.get("weight_names", [])]
-                if weight_names:
-                    layers[_text_attr(name)] = [read(group, w) for w in weight_names]
+            layers: dict[str, list[np.ndarray]] = {}
+            for name in (_text_attr(n) for n in root.attrs["layer_names"]):
+                group = _member(root, name, path, h5py.Group)
+                for weight in (_text_attr(w) for w in group.attrs.get("weight_names", [])):
+                    # "Conv1/kernel:0" in its own layer's group (names may hold "/" themselves, as in
+                    # "expanded_conv/depthwise"); a nested model (a base inside a fine-tuned Functional
+                    # model) lists every one of its layers' weights in its one group.
+                    own = weight.startswith(name + "/") or "/" not in weight
+                    layer = name if own else weight.rsplit("/", 1)[0]
+                    layers.setdefault(layer, []).append(read(group, weight))
             return layers
         if "layers" in root:  # Keras 3: layers/<auto name>/vars/<i>, the layer's name in vars.attrs["name"]
             layers = {}
-            top = _member(root, "layers", path, h5py.Group)
-            for key in top:
-                group = _member(top, key, path, h5py.Group)
-                if "vars" in group and len(group["vars"]):
-                    variables = _member(group, "vars", path, h5py.Group)
-                    name = _text_attr(variables.attrs.get("name"))
-                    layers[name] = [read(variables, str(i)) for i in range(len(variables))]
+
+            def walk(container) -> None:  # nested models keep their own layers/ inside their group
+                for key in container:
+                    group = _member(container, key, path, h5py.Group)
+                    if "vars" in group and len(group["vars"]):
+                        variables = _member(group, "vars", path, h5py.Group)
+                        name = _text_attr(variables.attrs.get("name", key))
+                        layers[name] = [read(variables, str(i)) for i in range(len(variables))]
+                    if "layers" in group:
+                        walk(_member(group, "layers", path, h5py.Group))
+
+            walk(_member(root, "layers", path, h5py.Group))
             return layers
     raise CheckpointError(
         f"{path}: no Keras weights found (neither legacy 'layer_names' nor Keras 3 'layers')"
@@ -560,6 +569,8 @@ def convert(
     names = {"torchvision": torchvision_names, "keras": keras_names}.get(source)
     source_names = names(probe) if names else timm_names(probe, list(state))
     classifier_name = source_names[-1]
+    if source == "keras" and classifier_name not in state:
+        classifier_name = source_names[-1] = _fine_tuned_keras_head(state, source_names, probe)
     classes = _source_classes(source, state, classifier_name)
     if classes is None:
         raise CheckpointError(
@@ -608,6 +619,33 @@ def convert(
     provenance |= {"arch": arch, "dropped_background_class": background}
     model.provenance = provenance
     return Converted(model, provenance)
+
+
+def _fine_tuned_keras_head(layers: dict, expected: list[str], probe: nn.Module) -> str:
+    """The classifier of a model fine-tuned the usual Keras way (the Applications base with
+    include_top=False, then pooling, dropout and a Dense of the user's own name): the one Dense layer
+    outside the base whose kernel takes the pooled features. Our classifier's name when none is."""
+    features = probe.classifier.in_features
+    base = set(expected)
+    heads = [
+        name
+        for name, arrays in layers.items()
+        if name not in base
+        and len(arrays) in (1, 2)
+        and arrays[0].ndim == 2
+        and arrays[0].shape[0] == features
+    ]
+    if len(heads) == 1:
+        return heads[0]
+    dense = [name for name, arrays in layers.items() if name not in base and arrays and arrays[0].ndim == 2]
+    if dense and "head" in dict(probe.named_children()):
+        shape = layers[dense[0]][0].shape
+        raise CheckpointError(
+            f"the Keras model's classifier {dense[0]!r} takes {shape[0]} features, but this architecture's "
+            f"classifier takes {features} (after its {features}-channel head conv): a V3 base saved with "
+            "include_top=False has no head conv, which is not supported yet"
+        )
+    return expected[-1]
 
 
 def convert_file(
