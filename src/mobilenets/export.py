@@ -26,6 +26,7 @@ from .checkpoint import atomic_write
 from .onnx_cleanup import clean
 from .optimize import fuse
 from .preprocessing import Preprocessing
+from .runtime.metadata import class_names as checked_class_names
 
 OPSET = 18
 # HardSigmoid and Clip-with-inputs need 11; the torch.export-based exporter writes 18 and up (below that
@@ -150,7 +151,7 @@ def _export(model: nn.Module, dummy: torch.Tensor, path: Path, opset: int, dynam
             _export_torch_export(model, dummy, path, opset, dynamic_batch)
             return "torch.export"
         except Exception as error:  # torch.export raises many types for a graph it cannot capture
-            if not hasattr(torch.onnx, "export") or not _has_torchscript_exporter():
+            if not _has_torchscript_exporter():
                 raise ExportError(f"the torch.export-based ONNX exporter failed: {error}") from error
             warnings.warn(
                 f"the torch.export-based ONNX exporter failed ({type(error).__name__}: {error}); "
@@ -261,7 +262,7 @@ def read_metadata(path: str | os.PathLike) -> OnnxInfo:
         if "preprocessing" in meta
         else Preprocessing()
     )
-    names = json.loads(meta["class_names"]) if meta.get("class_names") else None
+    names = checked_class_names(meta)  # checked as the NumPy runner checks it
     return OnnxInfo(names, preprocessing, resolution, in_chans, meta.get("arch"))
 
 

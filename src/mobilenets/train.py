@@ -522,13 +522,8 @@ def check_run_folder(out: str | os.PathLike, overwrite: bool = False) -> None:
         )
 
 
-RUN_ENTRIES = {
-    "config.json",
-    "last.safetensors",
-    "best.safetensors",
-    "metrics.jsonl",
-    "curves.png",
-    "report.json",
+# What a run folder holds: RunFiles' files, the demo's generated data and evaluate's default output.
+RUN_ENTRIES = {Path(path).name for key, path in vars(RunFiles(".")).items() if key != "root"} | {
     "demo-data",
     "eval",
 }
