@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 import torch
+import mobilenets
 
 from mobilenets.checkpoint import CheckpointError
 from mobilenets.convert import convert
@@ -119,7 +120,45 @@ def test_a_fine_tuned_nested_keras_model_converts(kind, arch, tmp_path):
         assert np.abs(got - expected).max() / np.abs(expected).max() < 1e-4, name
 
 
-def test_a_fine_tuned_v3_without_its_head_conv_is_named(tmp_path):
+@pytest.mark.parametrize(
+    ("factory", "arch", "features"),
+    [
+        ("MobileNetV3Small", "mobilenet_v3_small_075", 432),
+        ("MobileNetV3Large", "mobilenet_v3_large_100", 960),
+    ],
+)
+def test_a_fine_tuned_nested_v3_converts_without_its_head_conv(factory, arch, features, tmp_path):
+    """A Keras V3 base with include_top=False ends at conv_1 (its Rescaling layer takes [0, 255] pixels):
+    the user's Dense takes the last conv's channels, so the model is built with head_conv=False."""
+    import keras
+
+    size = 96
+    base = getattr(keras.applications, factory)(
+        alpha=float(arch[-3:]) / 100, input_shape=(size, size, 3), include_top=False, weights=None
+    )
+    randomize_keras_batchnorm(base, seed=6, size=size, pixels_0_255=True)
+    inputs = keras.Input((size, size, 3))
+    features_out = keras.layers.GlobalAveragePooling2D()(base(inputs))
+    logits = keras.layers.Dense(4, name="mine")(keras.layers.Dropout(0.2)(features_out))
+    reference = keras.Model(inputs, logits)
+    x = structured_inputs(3, size, seed=7)
+    expected = predict(reference, x, pixels_0_255=True)
+    assert np.abs(expected - expected.mean(0)).max() / np.abs(expected).max() > 1e-2
+    for name in ("v3.h5", "v3.keras"):
+        _save(reference, tmp_path / name)
+        model = convert(tmp_path / name, "keras", arch).model.eval()
+        assert isinstance(model.head, torch.nn.Identity) and model.classifier.in_features == features
+        assert model.config["head_conv"] is False
+        with torch.no_grad():
+            got = model(x).numpy()
+        assert np.abs(got - expected).max() / np.abs(expected).max() < 1e-4, name
+    saved = mobilenets.save(model, tmp_path / "v3.safetensors")
+    loaded, _ = mobilenets.load(saved)
+    with torch.no_grad():
+        assert torch.equal(loaded.eval()(x), model(x))
+
+
+def test_a_keras_dense_of_the_wrong_width_is_named(tmp_path):
     import keras
 
     base = keras.applications.MobileNetV3Small(
@@ -132,6 +171,26 @@ def test_a_fine_tuned_v3_without_its_head_conv_is_named(tmp_path):
     reference.save_weights(tmp_path / "v3.weights.h5")
     with pytest.raises(
         CheckpointError,
-        match="classifier 'mine' takes 576 features, but this architecture's classifier takes 1024",
+        match=r"classifier 'mine' takes 576 features, but this architecture's classifier takes 1280 or 960: "
+        r"is --arch right\?",
     ):
-        convert(tmp_path / "v3.weights.h5", "keras", "mobilenet_v3_small_100")
+        convert(tmp_path / "v3.weights.h5", "keras", "mobilenet_v3_large_100")
+
+
+def test_a_keras_head_with_more_than_one_dense_is_refused(tmp_path):
+    """Dense(960 -> 64) then Dense(64 -> 3): converting the first alone would be a silent wrong answer."""
+    import keras
+
+    base = keras.applications.MobileNetV3Small(
+        alpha=0.75, input_shape=(96, 96, 3), include_top=False, weights=None
+    )
+    inputs = keras.Input((96, 96, 3))
+    hidden = keras.layers.Dense(64, name="hidden")(keras.layers.GlobalAveragePooling2D()(base(inputs)))
+    reference = keras.Model(inputs, keras.layers.Dense(3, name="out")(hidden))
+    reference.save_weights(tmp_path / "mlp.weights.h5")
+    with pytest.raises(
+        CheckpointError,
+        match="weighted layers outside the MobileNet base besides its classifier 'hidden': out; only "
+        "pooling, dropout and one Dense can follow the base",
+    ):
+        convert(tmp_path / "mlp.weights.h5", "keras", "mobilenet_v3_small_075")

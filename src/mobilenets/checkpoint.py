@@ -163,6 +163,7 @@ CONFIG_TYPES = {
     "bn_momentum": float,
     "padding": str,
     "output_stride": int,
+    "head_conv": bool,
 }
 MAX_CLASSES = 1_000_000
 MAX_IN_CHANS = 64
@@ -179,6 +180,8 @@ def _checked_config(metadata: dict, path) -> dict:
         ok = (
             isinstance(value, (int, float)) and not isinstance(value, bool)
             if kind is float
+            else isinstance(value, bool)
+            if kind is bool
             else (isinstance(value, kind) and not isinstance(value, bool))
         )
         if not ok:

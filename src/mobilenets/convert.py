@@ -570,7 +570,11 @@ def convert(
     source_names = names(probe) if names else timm_names(probe, list(state))
     classifier_name = source_names[-1]
     if source == "keras" and classifier_name not in state:
-        classifier_name = source_names[-1] = _fine_tuned_keras_head(state, source_names, probe)
+        classifier_name, head_conv = _fine_tuned_keras_head(state, source_names, probe)
+        if not head_conv:  # a V3 base saved with include_top=False: no conv_2 before the user's Dense
+            build["head_conv"] = False
+            source_names = keras_names(create_model(spec.arch, **build))
+        source_names[-1] = classifier_name
     classes = _source_classes(source, state, classifier_name)
     if classes is None:
         raise CheckpointError(
@@ -621,31 +625,45 @@ def convert(
     return Converted(model, provenance)
 
 
-def _fine_tuned_keras_head(layers: dict, expected: list[str], probe: nn.Module) -> str:
+def _fine_tuned_keras_head(layers: dict, expected: list[str], probe: nn.Module) -> tuple[str, bool]:
     """The classifier of a model fine-tuned the usual Keras way (the Applications base with
     include_top=False, then pooling, dropout and a Dense of the user's own name): the one Dense layer
-    outside the base whose kernel takes the pooled features. Our classifier's name when none is."""
-    features = probe.classifier.in_features
+    outside the base whose kernel takes the pooled features, and whether the V3 head conv (conv_2) is
+    kept. A V3 base with include_top=False ends at conv_1, so that Dense takes the last conv's channels
+    and the model is built with ``head_conv=False``. Our classifier's name when there is no such Dense."""
     base = set(expected)
-    heads = [
-        name
+    widths = {probe.head_hidden_size: True}
+    if probe.head_conv and probe.head_hidden_size != probe.num_features and "conv_2" not in layers:
+        widths[probe.num_features] = False
+    dense = {
+        name: arrays[0].shape[0]
         for name, arrays in layers.items()
-        if name not in base
-        and len(arrays) in (1, 2)
-        and arrays[0].ndim == 2
-        and arrays[0].shape[0] == features
-    ]
+        if name not in base and len(arrays) in (1, 2) and arrays[0].ndim == 2
+    }
+    heads = [(name, widths[width]) for name, width in dense.items() if width in widths]
     if len(heads) == 1:
+        extra = [
+            name for name, arrays in layers.items() if arrays and name not in base and name != heads[0][0]
+        ]
+        if extra:  # converting the first Dense alone would silently drop what follows it
+            raise CheckpointError(
+                f"the Keras model has weighted layers outside the MobileNet base besides its classifier "
+                f"{heads[0][0]!r}: {', '.join(extra[:4])}; only pooling, dropout and one Dense can follow "
+                "the base"
+            )
         return heads[0]
-    dense = [name for name, arrays in layers.items() if name not in base and arrays and arrays[0].ndim == 2]
-    if dense and "head" in dict(probe.named_children()):
-        shape = layers[dense[0]][0].shape
+    if len(heads) > 1:
         raise CheckpointError(
-            f"the Keras model's classifier {dense[0]!r} takes {shape[0]} features, but this architecture's "
-            f"classifier takes {features} (after its {features}-channel head conv): a V3 base saved with "
-            "include_top=False has no head conv, which is not supported yet"
+            f"the Keras model has {len(heads)} Dense layers that could be its classifier "
+            f"({', '.join(name for name, _ in heads)}); convert a model with one Dense head"
         )
-    return expected[-1]
+    if dense:
+        name, width = next(iter(dense.items()))
+        raise CheckpointError(
+            f"the Keras model's classifier {name!r} takes {width} features, but this architecture's "
+            f"classifier takes {' or '.join(map(str, widths))}: is --arch right?"
+        )
+    return expected[-1], True
 
 
 def convert_file(

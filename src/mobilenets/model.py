@@ -45,6 +45,9 @@ class MobileNet(nn.Module):
         memory_format: "channels_last" (default) stores conv weights NHWC, so oneDNN / cuDNN run every
             conv channels-last: 1.1-1.6x faster on CPU for inference and training (benchmarks/eager.md).
             ``state_dict()`` still returns ordinary contiguous tensors. "contiguous" keeps NCHW.
+        head_conv: V3 only; False drops the 1x1 "conv2d, NBN" after pooling (V3 Tables 1-2, last rows
+            but one), so the classifier takes the pooled features: the shape of a Keras V3 base saved
+            with ``include_top=False`` and fine-tuned with its own Dense layer.
     """
 
     def __init__(
@@ -58,6 +61,7 @@ class MobileNet(nn.Module):
         padding: str = "symmetric",
         output_stride: int = 32,
         memory_format: str = "channels_last",
+        head_conv: bool = True,
     ):
         super().__init__()
         if memory_format not in MEMORY_FORMATS:
@@ -68,6 +72,8 @@ class MobileNet(nn.Module):
             raise ValueError(f"num_classes must be an integer >= 0 (0 = no classifier), got {num_classes!r}")
         if not 0.0 <= dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {dropout!r}")
+        if not isinstance(head_conv, bool):
+            raise ValueError(f"head_conv must be True or False, got {head_conv!r}")
         if padding not in PADDING_MODES:
             raise ValueError(f"padding must be one of {PADDING_MODES}, got {padding!r}")
         # The smallest input whose last map is 1x1 at the undilated stride (32 for every MobileNet).
@@ -76,6 +82,7 @@ class MobileNet(nn.Module):
         self.plan = plan
         self.in_chans, self.num_classes, self.output_stride = in_chans, num_classes, output_stride
         self.dropout_rate, self.bn_eps, self.bn_momentum, self.padding = dropout, bn_eps, bn_momentum, padding
+        self.head_conv = head_conv or not plan.head_channels  # V1 / V2 have none to drop
         self.arch: str | None = None  # the registry name, set by create_model; checkpoints record it
         self.class_names: list[str] | None = None  # set when weights come with class names
         self.preprocessing = None  # a mobilenets.preprocessing.Preprocessing, set with weights
@@ -93,15 +100,16 @@ class MobileNet(nn.Module):
         self.num_features = plan.features_channels
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.flatten = nn.Flatten(1)
-        if plan.head_channels:
+        if plan.head_channels and head_conv:
             # V3's "conv2d 1x1, NBN" after pooling: a 1x1 conv on a 1x1 map is a Linear (with bias, no BN).
             self.head = nn.Linear(self.num_features, plan.head_channels)
             self.head_act = make_activation(plan.head_act)
+            self.head_hidden_size = plan.head_channels
         else:
             self.head, self.head_act = nn.Identity(), nn.Identity()
-        self.head_hidden_size = plan.classifier_in
+            self.head_hidden_size = self.num_features
         self.dropout = nn.Dropout(dropout)
-        self.classifier = nn.Linear(plan.classifier_in, num_classes) if num_classes else nn.Identity()
+        self.classifier = nn.Linear(self.head_hidden_size, num_classes) if num_classes else nn.Identity()
         self.feature_info = self._feature_info("bottleneck")
         self.reset_parameters()
         self.to(memory_format=MEMORY_FORMATS[memory_format])
@@ -120,6 +128,8 @@ class MobileNet(nn.Module):
             "bn_momentum": self.bn_momentum,
             "padding": self.padding,
             "output_stride": self.output_stride,
+            # Only where it differs from the paper, so that configs of ordinary models stay as they were.
+            **({} if self.head_conv else {"head_conv": False}),
         }
 
     # -- initialisation -------------------------------------------------------------------------------

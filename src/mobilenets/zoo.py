@@ -166,6 +166,7 @@ def create_model(
     padding: str = "symmetric",
     output_stride: int = 32,
     memory_format: str = "channels_last",
+    head_conv: bool = True,
     features_only: bool = False,
     out_indices: tuple[int, ...] | None = None,
     feature_location: str = "bottleneck",
@@ -177,6 +178,7 @@ def create_model(
     ``bn_eps`` / ``bn_momentum`` default to the family's (torchvision's) values; ``padding="same"`` and
     ``bn_eps=1e-3`` match TensorFlow / Keras-trained weights. ``features_only=True`` returns a backbone
     whose forward gives the multi-scale maps (``out_indices`` of ``feature_info_for(feature_location)``).
+    ``head_conv=False`` (V3) drops the 1x1 conv after pooling, as a Keras base with include_top=False.
 
     ``weights``: "torchvision" or "keras" (ImageNet weights through the torch.hub cache, see
     :mod:`mobilenets.hub`), or the path of a native checkpoint for this architecture. With weights, a
@@ -196,6 +198,7 @@ def create_model(
                 dropout=dropout,
                 output_stride=output_stride,
                 memory_format=memory_format,
+                **({} if head_conv else {"head_conv": False}),
                 **({"bn_eps": bn_eps} if bn_eps is not None else {}),
                 **({"bn_momentum": bn_momentum} if bn_momentum is not None else {}),
             ),
@@ -212,6 +215,7 @@ def create_model(
         padding=padding,
         output_stride=output_stride,
         memory_format=memory_format,
+        head_conv=head_conv,
     )
     model.variant, model.arch = variant, name
     if features_only:
