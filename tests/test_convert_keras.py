@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 import torch
-import mobilenets
 
+import mobilenets
 from mobilenets.checkpoint import CheckpointError
 from mobilenets.convert import convert
 
