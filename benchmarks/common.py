@@ -17,10 +17,10 @@ RESULTS = Path(__file__).parent / "results"
 
 
 def machine() -> dict[str, str]:
-    """Date, CPU, cores, threads and library versions (mobilenets.bench.machine_info plus the date)."""
+    """Date, CPU, cores, threads and library versions (mobilenets.deploy.bench.machine_info plus the date)."""
     import torch
 
-    from mobilenets.bench import machine_info
+    from mobilenets.deploy.bench import machine_info
 
     info = {"date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")}
     info |= {k: str(v) for k, v in machine_info(torch.get_num_threads()).items()}

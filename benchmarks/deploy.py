@@ -28,9 +28,9 @@ import torch
 import torchvision
 
 from mobilenets import create_model
-from mobilenets.bench import openvino_compile, zoo_latency_plot
-from mobilenets.export import OnnxSession, export_onnx
-from mobilenets.quantize import quantize
+from mobilenets.deploy.bench import openvino_compile, zoo_latency_plot
+from mobilenets.deploy.export import OnnxSession, export_onnx
+from mobilenets.deploy.quantize import quantize
 
 from common import RESULTS, interleaved, machine, write_results
 
@@ -61,7 +61,7 @@ def torchvision_onnx(factory, path: Path) -> Path:
 
 def demo_agreement(run: Path, work: Path) -> dict:
     if not (run / "best.safetensors").exists():
-        from mobilenets.demo import run_demo
+        from mobilenets.training.demo import run_demo
 
         run_demo(run, quiet=True)
     export_onnx(run, work / "demo.onnx")

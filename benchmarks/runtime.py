@@ -30,7 +30,7 @@ from pathlib import Path  # noqa: E402
 import numpy as np  # noqa: E402
 
 from mobilenets import create_model  # noqa: E402
-from mobilenets.export import OnnxSession, export_onnx  # noqa: E402
+from mobilenets.deploy.export import OnnxSession, export_onnx  # noqa: E402
 from mobilenets.runtime import OnnxModel  # noqa: E402
 
 from common import interleaved, machine, paired_ratio, write_results  # noqa: E402

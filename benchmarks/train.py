@@ -16,7 +16,7 @@ import torchvision
 from torch import nn
 
 from mobilenets import create_model
-from mobilenets.train import TrainConfig, TrainStep, autocast_dtype, make_optimizer
+from mobilenets.training import TrainConfig, TrainStep, autocast_dtype, make_optimizer
 
 from common import interleaved, machine, paired_ratio, ratio_spread, write_results
 

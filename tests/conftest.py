@@ -16,3 +16,26 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)
+
+
+@pytest.fixture(scope="session")
+def variant_onnx(tmp_path_factory):
+    """Each registered variant with random weights and calibrated BN (so its logits depend on the input),
+    exported once at 64 px and shared by the export and runtime tests: name -> (model, ExportReport).
+    Exports take seconds each (torch.export), so every variant is exported once per session, lazily."""
+    import mobilenets
+    from mobilenets.deploy.export import export_onnx
+
+    from parity import randomize_batchnorm
+
+    folder = tmp_path_factory.mktemp("variants")
+    cache = {}
+
+    def get(name: str):
+        if name not in cache:
+            torch.manual_seed(0)
+            model = randomize_batchnorm(mobilenets.create_model(name).eval(), seed=1, resolution=64)
+            cache[name] = (model, export_onnx(model, folder / f"{name}.onnx", resolution=64))
+        return cache[name]
+
+    return get

@@ -19,7 +19,7 @@ SMALL_DEMO = dict(
 
 def train_small_demo(out: Path) -> Path:
     """Train SMALL_DEMO into ``out`` (a run folder with best.safetensors and demo-data/)."""
-    from mobilenets.train import config_from_recipe, fit
+    from mobilenets.training import config_from_recipe, fit
 
     fit(config_from_recipe("scratch", data="demo", out=str(out), **SMALL_DEMO), progress=False)
     return out
@@ -31,7 +31,8 @@ def shapes_classifier_onnx(path: Path, resolution: int, seed: int):
     import torch
 
     import mobilenets
-    from mobilenets.export import export_onnx
+    import mobilenets.data.demo
+    from mobilenets.deploy.export import export_onnx
 
     from parity import randomize_batchnorm
 
@@ -41,6 +42,6 @@ def shapes_classifier_onnx(path: Path, resolution: int, seed: int):
         seed=seed,
         resolution=resolution,
     )
-    model.class_names = list(mobilenets.demo.CLASSES)
-    model.preprocessing = mobilenets.preprocessing.Preprocessing(resize=resolution, crop=resolution)
+    model.class_names = list(mobilenets.data.demo.CLASSES)
+    model.preprocessing = mobilenets.weights.preprocessing.Preprocessing(resize=resolution, crop=resolution)
     return model, export_onnx(model, path).path

@@ -45,8 +45,8 @@ def test_train_on_cuda_without_a_gpu(tmp_path, capsys):
 
 def test_quantize_checks_the_labelled_folder_before_writing(tmp_path, capsys):
     pytest.importorskip("onnxruntime")
-    from mobilenets import demo
-    from mobilenets.export import export_onnx
+    from mobilenets.data import demo
+    from mobilenets.deploy.export import export_onnx
 
     data = demo.write_dataset(tmp_path / "data", train_per_class=2, val_per_class=1, size=48)
     net = __import__("mobilenets").create_model("mobilenet_v3_small_050", num_classes=len(demo.CLASSES))
@@ -77,7 +77,7 @@ def test_quantize_checks_the_labelled_folder_before_writing(tmp_path, capsys):
 def test_bench_on_an_onnx_file_without_our_metadata(tmp_path, capsys):
     onnx = pytest.importorskip("onnx")
     pytest.importorskip("onnxruntime")
-    from mobilenets.export import export_onnx
+    from mobilenets.deploy.export import export_onnx
 
     net = __import__("mobilenets").create_model("mobilenet_v3_small_050", num_classes=3)
     path = export_onnx(net.eval(), tmp_path / "m.onnx", resolution=64).path

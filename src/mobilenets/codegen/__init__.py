@@ -1,9 +1,8 @@
-"""Dependency-free C99 from an exported ONNX model (see :mod:`.generator`); strings and numbers from the
+"""Dependency-free C99 from an exported ONNX model (:mod:`.plan` plans, :mod:`.writer` writes, the C is in csrc/); strings and numbers from the
 file reach the C source only through :mod:`.literals`."""
 
-from .generator import (
-    SUPPORTED,
-    CodegenError,
+from .plan import SUPPORTED, CodegenError
+from .writer import (
     GeneratedC,
     build,
     build_shared_library,

@@ -77,7 +77,9 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
     try:
         from PIL import Image
     except ImportError:
-        raise ValueError(f"{path}: only binary PPM/PGM can be read without Pillow installed") from None
+        raise ValueError(
+            f"{path}: only binary PPM/PGM can be read without Pillow (pip install pillow)"
+        ) from None
     try:
         with Image.open(path) as image:
             width, height = image.size  # from the header: checked before anything is decoded

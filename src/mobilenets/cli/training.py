@@ -1,0 +1,218 @@
+"""The commands for train, evaluate, predict, and the demo: parsers and the functions they call (imports are lazy)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from .arguments import positive_int
+
+TRAIN_FIELDS = (
+    "model",
+    "weights",
+    "epochs",
+    "batch_size",
+    "image_size",
+    "optimizer",
+    "lr",
+    "weight_decay",
+    "schedule",
+    "warmup_epochs",
+    "label_smoothing",
+    "ema_decay",
+    "amp",
+    "grad_clip",
+    "dropout",
+    "augment",
+    "random_erasing",
+    "val_fraction",
+    "seed",
+    "workers",
+    "device",
+)
+
+
+def _print_run_summary(result) -> None:
+    print(f"best val top-1 {result.best_top1:.1%} after {result.epochs_run} epochs; run folder {result.run}/")
+    if result.bad_files:
+        print(f"skipped {len(result.bad_files)} unreadable files (listed in {result.run}/report.json)")
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from ..training.config import config_from_recipe
+    from ..training.loop import fit
+    from ..training.run_folder import load_config
+
+    if args.resume:
+        config = load_config(args.resume)
+        print(f"resuming {args.resume} ({config.model} on {config.data}, {config.epochs} epochs)")
+        result = fit(config, resume=True, progress=not args.quiet)
+    else:
+        if not args.data or not args.out:
+            raise ValueError("train needs DATA and --out RUN (or --resume RUN)")
+        fields = {name: getattr(args, name) for name in TRAIN_FIELDS}
+        if args.no_channels_last:
+            fields["channels_last"] = False
+        if args.freeze_backbone:
+            fields["freeze_backbone"] = True
+        recipe = args.recipe or ("finetune" if args.weights else "scratch")
+        if not args.recipe:
+            why = "--weights given" if args.weights else "no --weights: training from scratch"
+            print(f"recipe: {recipe} ({why}; --recipe to choose another)")
+        config = config_from_recipe(recipe, data=args.data, out=args.out, **fields)
+        result = fit(config, progress=not args.quiet, overwrite=args.overwrite)
+    _print_run_summary(result)
+    return 0
+
+
+def add_train(commands) -> None:
+    train = commands.add_parser(
+        "train",
+        help="train or fine-tune on a folder of images (one sub-folder per class), or on the built-in demo",
+        description="Train on DATA (class sub-folders; train/ and val/ if present, else a seeded split), or DATA=demo.",
+    )
+    train.add_argument("data", nargs="?", help="image folder, or 'demo'")
+    train.add_argument("--out", help="run folder (checkpoints, metrics.jsonl, curves.png, report.json)")
+    train.add_argument("--resume", metavar="RUN", help="continue an interrupted run exactly where it stopped")
+    train.add_argument(
+        "--recipe",
+        choices=["finetune", "scratch", "paper"],
+        help="default: finetune with --weights, scratch without (see docs/train.md)",
+    )
+    train.add_argument(
+        "--overwrite", action="store_true", help="replace an earlier run in --out (never other files)"
+    )
+    train.add_argument("--model")
+    train.add_argument("--weights", help="torchvision, keras, timm, or a .safetensors checkpoint")
+    train.add_argument("--epochs", type=positive_int)
+    train.add_argument(
+        "--batch-size", type=positive_int, help="global batch (split across torchrun processes)"
+    )
+    train.add_argument("--image-size", type=positive_int)
+    train.add_argument("--optimizer", choices=["adamw", "rmsprop", "sgd"])
+    train.add_argument("--lr", type=float)
+    train.add_argument("--weight-decay", type=float)
+    train.add_argument("--schedule", choices=["cosine", "step"])
+    train.add_argument("--warmup-epochs", type=float)
+    train.add_argument("--label-smoothing", type=float)
+    train.add_argument("--ema-decay", type=float, help="EMA of the weights, e.g. 0.999 (0 = off)")
+    train.add_argument("--amp", choices=["auto", "off", "bf16", "fp16"])
+    train.add_argument("--no-channels-last", action="store_true")
+    train.add_argument("--grad-clip", type=float, help="max gradient norm")
+    train.add_argument("--freeze-backbone", action="store_true", help="train the classifier only")
+    train.add_argument("--dropout", type=float)
+    train.add_argument("--augment", choices=["none", "trivialaugment", "randaugment"])
+    train.add_argument("--random-erasing", type=float)
+    train.add_argument("--val-fraction", type=float)
+    train.add_argument("--seed", type=int)
+    train.add_argument("--workers", type=int)
+    train.add_argument("--device", help="auto, cpu, cuda, cuda:1")
+    train.add_argument("--quiet", action="store_true", help="no progress bar")
+    train.set_defaults(func=cmd_train)
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from ..training.evaluate import evaluate
+
+    out = args.out or (
+        Path(args.source) / "eval" if Path(args.source).is_dir() else Path(args.source).with_suffix("")
+    )
+    result = evaluate(args.source, args.data, out=out, batch_size=args.batch_size, workers=args.workers)
+    print(f"top-1 {result.top1:.2%}  top-5 {result.top5:.2%}  on {result.samples} images")
+    from ..numbers.report import format_table
+
+    rows = [
+        [c["class"], str(c["support"]), f"{c['precision']:.3f}", f"{c['recall']:.3f}"]
+        for c in result.per_class
+    ]
+    print(format_table(["class", "images", "precision", "recall"], rows))
+    if result.bad_files:
+        print(
+            f"skipped {len(result.bad_files)} unreadable files: "
+            + ", ".join(b["path"] for b in result.bad_files[:5])
+        )
+    print(f"wrote {out}/evaluation.json and {out}/confusion.png")
+    return 0
+
+
+def add_evaluate(commands) -> None:
+    evaluate = commands.add_parser(
+        "evaluate", help="top-1/top-5, per-class precision/recall, confusion matrix"
+    )
+    evaluate.add_argument("source", metavar="RUN|CKPT")
+    evaluate.add_argument(
+        "data", metavar="DATA", help="labelled folder (its val/ split if it has one), or 'demo'"
+    )
+    evaluate.add_argument("--out", help="where evaluation.json and confusion.png go (default RUN/eval)")
+    evaluate.add_argument("--batch-size", type=positive_int, default=64)
+    evaluate.add_argument("--workers", type=int, default=2)
+    evaluate.set_defaults(func=cmd_evaluate)
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    import csv
+
+    from ..data.folders import BadFile
+    from ..training.evaluate import predict
+
+    writer = csv.writer(sys.stdout) if args.csv else None
+    if writer:
+        writer.writerow(
+            ["path", *[f"{kind}{i + 1}" for i in range(args.top_k) for kind in ("class", "prob")]]
+        )
+    bad = 0
+    for item in predict(
+        args.source, args.target, top_k=args.top_k, batch_size=args.batch_size, workers=args.workers
+    ):
+        if isinstance(item, BadFile):
+            bad += 1
+            print(f"skipping {item.reason}", file=sys.stderr)
+            continue
+        if args.json:
+            print(
+                json.dumps(
+                    {"path": item.path, "top": [{"class": c, "prob": round(p, 6)} for c, p in item.top]}
+                )
+            )
+        elif writer:
+            writer.writerow([item.path, *[v for c, p in item.top for v in (c, f"{p:.6f}")]])
+        else:
+            print(f"{item.path}: " + ", ".join(f"{c} {p:.1%}" for c, p in item.top))
+        sys.stdout.flush()
+    if bad:
+        print(f"{bad} files could not be read (listed above)", file=sys.stderr)
+    return 0
+
+
+def add_predict(commands) -> None:
+    predict = commands.add_parser("predict", help="top-k classes for an image or every image under a folder")
+    predict.add_argument("source", metavar="RUN|CKPT")
+    predict.add_argument("target", metavar="IMAGE|DIR")
+    predict.add_argument("--top-k", type=positive_int, default=5)
+    fmt = predict.add_mutually_exclusive_group()
+    fmt.add_argument("--json", action="store_true", help="one JSON object per line")
+    fmt.add_argument("--csv", action="store_true")
+    predict.add_argument("--batch-size", type=positive_int, default=32)
+    predict.add_argument("--workers", type=int, default=2)
+    predict.set_defaults(func=cmd_predict)
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from ..numbers.report import talk_table
+    from ..training.demo import run_demo
+
+    print("== The numbers (V1 Table 8, computed by `mobilenets profile`) ==\n")
+    print(talk_table())
+    return run_demo(args.out, epochs=args.epochs, quiet=args.quiet)
+
+
+def add_demo(commands) -> None:
+    demo = commands.add_parser(
+        "demo", help="the end-to-end demo: numbers, train on the demo data, evaluate, predict"
+    )
+    demo.add_argument("--out", default="runs/demo")
+    demo.add_argument("--epochs", type=positive_int)
+    demo.add_argument("--quiet", action="store_true")
+    demo.set_defaults(func=cmd_demo)

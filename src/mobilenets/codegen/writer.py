@@ -1,0 +1,244 @@
+"""C99 code generation from an exported ONNX model: no runtime, no malloc, nothing beyond libc and libm.
+
+``generate(model.onnx, OUTDIR)`` writes:
+
+- ``model.c`` / ``model.h``: the weights as ``static const`` arrays (laid out for channels-last loops),
+  one ``static float`` activation arena sized by a liveness plan, and ``model_run(input, logits)``;
+- ``main.c``: reads a binary PPM (P6), resizes, centre-crops and normalises as the model's metadata says,
+  runs the model and prints the top-k with class names (``--logits`` prints every logit,
+  ``--raw FILE`` reads a float32 NCHW input instead of an image);
+- ``Makefile``: ``make`` builds ``./model`` with ``-O3 -march=native``; ``make portable`` with ``-O2``.
+
+Activations are NHWC: a 1x1 convolution is then a loop over input channels whose innermost loop runs
+over contiguous output channels, and a depthwise convolution's innermost loop runs over contiguous
+channels; both vectorise. Batch size 1 (what microcontrollers and phones run).
+
+The plan comes from :mod:`.plan`; this module turns it into text, with strings and numbers from the
+file passing through :mod:`.literals` only. The kernels, main.c and the Makefile are files in csrc/.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import shutil
+import subprocess
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+
+from ..runtime import metadata
+from .literals import LiteralError, c_comment, c_float, c_string
+from .plan import CodegenError, Plan, Tensor, plan_model
+
+
+def _c_array(name: str, values: np.ndarray) -> str:
+    words = np.ascontiguousarray(values, dtype=np.float32).view(np.uint32).ravel()
+    lines = []
+    for start in range(0, len(words), 12):
+        lines.append(",".join(f"0x{w:08x}" for w in words[start : start + 12]))
+    body = ",\n".join(lines)
+    return f"static const union {{ uint32_t u[{len(words)}]; float f[{len(words)}]; }} {name} = {{{{\n{body}\n}}}};\n"
+
+
+def _call(kind: str, ins: list[Tensor], out: Tensor, d: dict) -> str:
+    x, y = f"A + {ins[0].offset}", f"A + {out.offset}"
+    act = f"{d.get('act', 0)}, {d.get('lo', '0.0f')}, {d.get('hi', '0.0f')}"
+    if kind == "conv1x1":
+        return f"conv1x1({x}, {d['ho'] * d['wo']}, {d['c']}, {d['w']}, {d['b']}, {d['m']}, {y}, {act});"
+    if kind in ("depthwise", "conv"):
+        g = d
+        args = (
+            f"{x}, {g['h']}, {g['w']}, {g['c']}, {g['wgt']}, {g['b']}, {g['m']}, {g['kh']}, {g['kw']}, "
+            f"{g['sh']}, {g['sw']}, {g['dh']}, {g['dw']}, {g['pt']}, {g['pl']}, {g['ho']}, {g['wo']}, {y}, {act}"
+        )
+        return f"{'depthwise' if kind == 'depthwise' else 'conv_general'}({args});"
+    n = out.size
+    if kind == "Relu":
+        return f"relu({x}, {y}, {n});"
+    if kind == "HardSwish":
+        return f"hard_swish({x}, {y}, {n});"
+    if kind == "HardSigmoid":
+        return f"hard_sigmoid({x}, {y}, {n}, {d['alpha']}, {d['beta']});"
+    if kind == "Clip":
+        return f"clip({x}, {y}, {n}, {d['low']}, {d['high']});"
+    if kind == "Identity":
+        return "" if ins[0].offset == out.offset else f"memmove({y}, {x}, sizeof(float) * {n});"
+    if kind in ("Mul", "Add"):
+        op = "*" if kind == "Mul" else "+"
+        return f"for (int i = 0; i < {n}; i++) A[{out.offset} + i] = A[{ins[0].offset} + i] {op} A[{ins[1].offset} + i];"
+    if kind in ("Mul_channel", "Add_channel"):
+        op = "mul" if kind == "Mul_channel" else "add"
+        c = ins[0].shape[1]
+        return f"channel_{op}({x}, A + {ins[1].offset}, {ins[0].size // c}, {c}, {y});"
+    if kind == "mean":
+        return f"spatial_mean({x}, {d['hw']}, {d['c']}, {y});"
+    if kind == "to_nchw":
+        return f"to_nchw({x}, {d['hw']}, {d['c']}, {y});"
+    if kind == "gemm":
+        return f"gemm({x}, {d['n_in']}, {d['w']}, {d['b']}, {d['n_out']}, {y});"
+    raise AssertionError(kind)
+
+
+def _calls(plan: Plan) -> list[str]:
+    return [
+        _call(kind, [plan.tensors[n] for n in ins], plan.tensors[out], d) for kind, ins, out, d in plan.steps
+    ]
+
+
+# The C itself lives in csrc/ as real files (package data): readable, and compiled on their own by the
+# tests. kernels.c's includes sit above the marker because model.c already has them.
+KERNELS_MARKER = "/* MOBILENETS_KERNELS_BEGIN */"
+
+
+def c_source(name: str) -> str:
+    """A file of csrc/ (kernels.c, main.c, Makefile.template) as text."""
+    return resources.files(__package__).joinpath("csrc", name).read_text(encoding="utf-8")
+
+
+def kernels() -> str:
+    """The float kernels as model.c embeds them: kernels.c after its marker."""
+    return c_source("kernels.c").split(KERNELS_MARKER, 1)[1]
+
+
+@dataclass
+class GeneratedC:
+    folder: Path
+    arena_bytes: int
+    weight_bytes: int
+    classes: int
+
+
+GENERATED_FILES = ("model.c", "model.h", "main.c", "Makefile")
+BUILT_FILES = ("model", "model_portable", "libmodel.so")
+BANNER = "/* Generated by mobilenets compile-c"
+
+
+def check_output_folder(out: Path, overwrite: bool = False) -> None:
+    """Refuse to write into a folder that holds anything but an earlier compile-c's files (a user's
+    Makefile, notes, another project), unless ``overwrite``; even then only our four files are replaced."""
+    if not out.exists():
+        return
+    if not out.is_dir():
+        raise CodegenError(f"{out} exists and is not a folder")
+    entries = sorted(p.name for p in out.iterdir())
+    if not entries or overwrite:
+        return
+    ours = (out / "model.h").is_file() and (out / "model.h").read_text(errors="replace").startswith(BANNER)
+    foreign = [name for name in entries if name not in GENERATED_FILES + BUILT_FILES]
+    if not ours or foreign:
+        shown = ", ".join((foreign or entries)[:5]) + (" ..." if len(foreign or entries) > 5 else "")
+        raise CodegenError(
+            f"{out} is not empty and was not written by compile-c (it holds {shown}): choose a new "
+            "folder, or pass --overwrite to replace model.c, model.h, main.c and Makefile there"
+        )
+
+
+def generate(
+    onnx_path: str | os.PathLike,
+    out: str | os.PathLike,
+    resolution: int | None = None,
+    overwrite: bool = False,
+) -> GeneratedC:
+    """Write model.c, model.h, main.c and a Makefile into ``out`` (see the module docstring). Everything
+    is planned and checked before the first file is written; ``out`` must be new, empty or an earlier
+    compile-c output (``overwrite`` lifts that)."""
+    out = Path(out)
+    check_output_folder(out, overwrite)
+    try:
+        sources = _sources(Path(onnx_path), resolution)
+    except (LiteralError, metadata.MetadataError) as error:
+        raise CodegenError(f"{onnx_path}: {error}") from None
+    plan = sources.pop("plan")
+    out.mkdir(parents=True, exist_ok=True)
+    for name, text in sources.items():
+        (out / name).write_text(text)
+    weight_bytes = sum(values.size * 4 for _, values in plan.weights)
+    return GeneratedC(out, plan.arena_floats * 4, weight_bytes, plan.output_size)
+
+
+def _sources(onnx_path: Path, resolution: int | None) -> dict:
+    """The four files' texts (and the plan under "plan"); nothing from the file reaches them unescaped."""
+    plan, meta = plan_model(onnx_path, resolution)
+    _, c, h, w = plan.input_shape
+    names = metadata.class_names(meta)
+    pre = metadata.preprocessing(meta, channels=c)
+    classes = plan.output_size
+    source = c_comment(onnx_path.name)
+    resize = max(h, int(round(h / (pre["crop"] / pre["resize"]))))
+    header = f"""{BANNER} from {source}. C99, no malloc. */
+#ifndef MOBILENETS_MODEL_H
+#define MOBILENETS_MODEL_H
+#define MODEL_INPUT_CHANNELS {c}
+#define MODEL_INPUT_HEIGHT {h}
+#define MODEL_INPUT_WIDTH {w}
+#define MODEL_CLASSES {classes}
+#define MODEL_ARENA_BYTES {plan.arena_floats * 4}
+#define MODEL_RESIZE {resize}
+extern const float model_mean[{c}], model_std[{c}];
+extern const char *const model_class_names[MODEL_CLASSES];
+/* input: NCHW float32, normalised; logits: MODEL_CLASSES floats. Not reentrant (one static arena). */
+void model_run(const float *input, float *logits);
+#endif
+"""
+    labels = names if names and len(names) == classes else [str(i) for i in range(classes)]
+    body = [
+        f"{BANNER} from {source}. */",
+        "#include <math.h>",
+        "#include <stdint.h>",
+        "#include <string.h>",
+        '#include "model.h"',
+        f"const float model_mean[{c}] = {{{', '.join(c_float(v) for v in pre['mean'])}}};",
+        f"const float model_std[{c}] = {{{', '.join(c_float(v) for v in pre['std'])}}};",
+        "const char *const model_class_names[MODEL_CLASSES] = {"
+        + ", ".join(c_string(s) for s in labels)
+        + "};",
+        f"static float A[{plan.arena_floats}];  /* the activation arena, sized by the liveness plan */",
+        kernels(),
+    ]
+    body += [_c_array(symbol, values) for symbol, values in plan.weights]
+    body.append("void model_run(const float *input, float *logits) {")
+    body.append(f"    float *x = A + {plan.input_offset};  /* NCHW in, NHWC inside */")
+    body.append(
+        f"    for (int ch = 0; ch < {c}; ch++) for (int p = 0; p < {h * w}; p++) x[p * {c} + ch] = input[ch * {h * w} + p];"
+    )
+    body += [f"    {call}" for call in _calls(plan) if call]
+    body.append(f"    memcpy(logits, A + {plan.output_offset}, sizeof(float) * {classes});")
+    body.append("}")
+    return {
+        "plan": plan,
+        "model.h": header,
+        "model.c": "\n".join(body) + "\n",
+        "main.c": c_source("main.c"),
+        "Makefile": c_source("Makefile.template"),
+    }
+
+
+def build(folder: Path, target: str = "model", cc: str | None = None) -> Path:
+    """Run make in ``folder``; returns the built file."""
+    compiler = cc or os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
+    if not compiler:
+        raise CodegenError("no C compiler found (set CC)")
+    result = subprocess.run(
+        ["make", "-s", target, f"CC={compiler}"], cwd=folder, capture_output=True, text=True
+    )
+    if result.returncode:
+        raise CodegenError(f"building {target} in {folder} failed:\n{result.stderr[-2000:]}")
+    return folder / ("model_portable" if target == "portable" else target)
+
+
+def build_shared_library(onnx_path: Path, folder: Path):
+    """Generate, build libmodel.so and return a callable ``f(x: (1, C, H, W) float32) -> logits``."""
+    generated = generate(onnx_path, folder)
+    library = ctypes.CDLL(str(build(folder, "libmodel.so")))
+    library.model_run.argtypes = [ctypes.c_void_p, ctypes.c_void_p]
+    logits = np.empty(generated.classes, np.float32)
+
+    def run(x: np.ndarray) -> np.ndarray:
+        x = np.ascontiguousarray(x, dtype=np.float32)
+        library.model_run(x.ctypes.data, logits.ctypes.data)
+        return logits.copy()[None]
+
+    return run

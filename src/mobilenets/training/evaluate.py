@@ -1,0 +1,200 @@
+"""Evaluate a run or checkpoint on a labelled folder, and predict on images, robust to bad files."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from ..data.folders import (
+    SPLIT_DIRS,
+    BadFile,
+    BadFileLog,
+    FolderDataset,
+    collate_skip_bad,
+    eval_transform,
+    list_images,
+    scan,
+)
+from ..weights.checkpoint import atomic_write, load, resolve_checkpoint
+from .loop import predict_loader
+from .task import accuracy
+
+
+def load_for_inference(source: str | os.PathLike, device: torch.device | None = None):
+    model, _ = load(resolve_checkpoint(source))
+    device = device or torch.device("cpu")
+    return model.to(device).eval(), device
+
+
+def _eval_folder(data: str | os.PathLike, run_hint: Path | None) -> Path:
+    if str(data) == "demo" and run_hint is not None:
+        data = run_hint / "demo-data"
+    root = Path(data)
+    for train_name, val_name in SPLIT_DIRS:
+        if (root / train_name).is_dir() and (root / val_name).is_dir():
+            return root / val_name
+    return root
+
+
+@dataclass
+class Evaluation:
+    top1: float
+    top5: float
+    samples: int
+    per_class: list[dict]
+    confusion: list[list[int]]
+    classes: list[str]
+    bad_files: list[dict]
+
+    def to_dict(self) -> dict:
+        return dict(vars(self))
+
+
+def evaluate(
+    source: str | os.PathLike,
+    data: str | os.PathLike,
+    out: str | os.PathLike | None = None,
+    batch_size: int = 64,
+    workers: int = 2,
+    image_size: int | None = None,
+) -> Evaluation:
+    """Top-1 / top-5, per-class precision and recall, and the confusion matrix (JSON + PNG in ``out``)."""
+    model, device = load_for_inference(source)
+    source_path = Path(source)
+    folder = _eval_folder(data, source_path if source_path.is_dir() else None)
+    folder_classes, samples = scan(folder)
+    classes = model.class_names or folder_classes
+    unknown = [c for c in folder_classes if c not in classes]
+    if unknown:
+        raise ValueError(
+            f"{folder} has classes the model does not know: {', '.join(unknown[:5])}; the model's classes: "
+            f"{', '.join(classes[:10])}{' ...' if len(classes) > 10 else ''}"
+        )
+    remap = [classes.index(c) for c in folder_classes]
+    samples = [(path, remap[label]) for path, label in samples]
+    size = image_size or model.preprocessing.crop
+    loader = torch.utils.data.DataLoader(
+        FolderDataset(samples, eval_transform(size, model.preprocessing)),
+        batch_size=batch_size,
+        num_workers=workers,
+        collate_fn=collate_skip_bad,
+    )
+    bad = BadFileLog()
+    logits, labels, _ = predict_loader(model, loader, device, bad, channels_last=True)
+    n = len(classes)
+    confusion = torch.zeros(n, n, dtype=torch.long)
+    if len(labels):
+        predicted = logits.argmax(1)
+        confusion.index_put_((labels, predicted), torch.ones_like(labels), accumulate=True)
+    per_class = []
+    for i, name in enumerate(classes):
+        true_positive = int(confusion[i, i])
+        predicted_as = int(confusion[:, i].sum())
+        actual = int(confusion[i].sum())
+        per_class.append(
+            {
+                "class": name,
+                "support": actual,
+                "precision": true_positive / predicted_as if predicted_as else 0.0,
+                "recall": true_positive / actual if actual else 0.0,
+            }
+        )
+    result = Evaluation(
+        accuracy(logits, labels, 1),
+        accuracy(logits, labels, 5),
+        len(labels),
+        per_class,
+        confusion.tolist(),
+        list(classes),
+        bad.report(),
+    )
+    if out is not None:
+        out = Path(out)
+        out.mkdir(parents=True, exist_ok=True)
+        atomic_write(
+            out / "evaluation.json", lambda tmp: tmp.write_text(json.dumps(result.to_dict(), indent=2))
+        )
+        plot_confusion(result, out / "confusion.png")
+    return result
+
+
+def plot_confusion(result: Evaluation, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    matrix = np.array(result.confusion, dtype=float)
+    rows = matrix.sum(1, keepdims=True)
+    normalised = np.divide(matrix, rows, out=np.zeros_like(matrix), where=rows > 0)
+    n = len(result.classes)
+    fig, ax = plt.subplots(figsize=(max(5, 0.6 * n + 2), max(4, 0.6 * n + 1.5)))
+    image = ax.imshow(normalised, cmap="Blues", vmin=0, vmax=1)
+    if n <= 30:
+        ax.set_xticks(range(n), result.classes, rotation=45, ha="right")
+        ax.set_yticks(range(n), result.classes)
+        for i in range(n):
+            for j in range(n):
+                if matrix[i, j]:
+                    colour = "white" if normalised[i, j] > 0.5 else "black"
+                    ax.text(j, i, int(matrix[i, j]), ha="center", va="center", color=colour, fontsize=8)
+    ax.set(
+        xlabel="predicted",
+        ylabel="true",
+        title=f"Confusion matrix (top-1 {result.top1:.1%}, {result.samples} images)",
+    )
+    fig.colorbar(image, ax=ax, fraction=0.046, label="fraction of the true class")
+    fig.tight_layout()
+    atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=100, format="png"))
+    plt.close(fig)
+
+
+# ---------------------------------------------------------------------------------------------------
+# predict
+# ---------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Prediction:
+    path: str
+    top: list[tuple[str, float]]  # (class name, probability), best first
+
+
+def predict(
+    source: str | os.PathLike,
+    target: str | os.PathLike,
+    top_k: int = 5,
+    batch_size: int = 32,
+    workers: int = 2,
+) -> Iterator[Prediction | BadFile]:
+    """Stream predictions batch by batch; a bad file is yielded as a BadFile and the stream goes on."""
+    model, device = load_for_inference(source)
+    files = list_images(target)
+    names = model.class_names or [str(i) for i in range(model.num_classes)]
+    k = max(1, min(top_k, len(names)))
+    loader = torch.utils.data.DataLoader(
+        FolderDataset([(f, -1) for f in files], model.preprocessing.transform()),
+        batch_size=batch_size,
+        num_workers=workers,
+        collate_fn=collate_skip_bad,
+    )
+    with torch.no_grad():
+        for images, _, indices, bad_files in loader:
+            yield from bad_files
+            if images is None:
+                continue
+            images = images.to(device).contiguous(memory_format=torch.channels_last)
+            probabilities = model(images).softmax(1)
+            values, classes = probabilities.topk(k, 1)
+            for index, row_values, row_classes in zip(
+                indices.tolist(), values.tolist(), classes.tolist(), strict=True
+            ):
+                yield Prediction(
+                    files[index], [(names[c], p) for c, p in zip(row_classes, row_values, strict=True)]
+                )

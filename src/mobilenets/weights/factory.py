@@ -1,0 +1,111 @@
+"""``create_model(name, weights=...)``: the registry's network with weights composed on top.
+
+The registry (:mod:`mobilenets.nn.registry`) builds networks and knows nothing of weight files; this module
+adds ImageNet weights through the torch.hub cache (:mod:`.pretrained`) or a native checkpoint
+(:mod:`.checkpoint`), so imports run one way: nn <- weights.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..nn.network import FeatureExtractor, MobileNet
+from ..nn.registry import build_model, get_variant
+from .checkpoint import CheckpointError, load, read
+from .pretrained import PRETRAINED, load_pretrained
+
+
+def create_model(
+    name: str,
+    *,
+    num_classes: int = 1000,
+    in_chans: int = 3,
+    dropout: float = 0.2,
+    bn_eps: float | None = None,
+    bn_momentum: float | None = None,
+    padding: str = "symmetric",
+    output_stride: int = 32,
+    memory_format: str = "channels_last",
+    head_conv: bool = True,
+    features_only: bool = False,
+    out_indices: tuple[int, ...] | None = None,
+    feature_location: str = "bottleneck",
+    weights: str | None = None,
+    reset_classifier: bool = False,
+) -> MobileNet | FeatureExtractor:
+    """Build a registered model by name, e.g. ``create_model("mobilenet_v3_small_100", num_classes=5)``.
+
+    ``bn_eps`` / ``bn_momentum`` default to the family's (torchvision's) values; ``padding="same"`` and
+    ``bn_eps=1e-3`` match TensorFlow / Keras-trained weights. ``features_only=True`` returns a backbone
+    whose forward gives the multi-scale maps (``out_indices`` of ``feature_info_for(feature_location)``).
+    ``head_conv=False`` (V3) drops the 1x1 conv after pooling, as a Keras base with include_top=False.
+
+    ``weights``: "torchvision" or "keras" (ImageNet weights through the torch.hub cache, see
+    :mod:`mobilenets.weights.pretrained`), or the path of a native checkpoint for this architecture. With
+    weights, a ``num_classes`` other than theirs needs ``reset_classifier=True`` (keeps the backbone,
+    new classifier).
+    """
+    features = dict(features_only=features_only, out_indices=out_indices, feature_location=feature_location)
+    if weights is None:
+        return build_model(
+            name,
+            num_classes=num_classes,
+            in_chans=in_chans,
+            dropout=dropout,
+            bn_eps=bn_eps,
+            bn_momentum=bn_momentum,
+            padding=padding,
+            output_stride=output_stride,
+            memory_format=memory_format,
+            head_conv=head_conv,
+            **features,
+        )
+    model = _with_weights(
+        name,
+        weights,
+        num_classes=num_classes,
+        reset_classifier=reset_classifier,
+        options=dict(
+            in_chans=in_chans,
+            dropout=dropout,
+            output_stride=output_stride,
+            memory_format=memory_format,
+            **({} if head_conv else {"head_conv": False}),
+            **({"bn_eps": bn_eps} if bn_eps is not None else {}),
+            **({"bn_momentum": bn_momentum} if bn_momentum is not None else {}),
+        ),
+    )
+    return FeatureExtractor(model, out_indices, feature_location) if features_only else model
+
+
+def _with_weights(name: str, weights: str, *, num_classes: int, reset_classifier: bool, options: dict):
+    get_variant(name)
+    if weights in PRETRAINED:
+        if options.get("in_chans", 3) != 3:
+            raise ValueError(
+                f"{weights} ImageNet weights are for 3-channel RGB input, not in_chans={options['in_chans']}"
+            )
+        options.pop("in_chans", None)
+        model = load_pretrained(name, weights, **options)
+        if num_classes != model.num_classes:
+            if not reset_classifier:
+                raise CheckpointError(
+                    f"{weights} weights have {model.num_classes} classes, not {num_classes}; pass "
+                    "reset_classifier=True to keep the backbone and train a new classifier"
+                )
+            model.reset_classifier(num_classes)
+            model.class_names = None
+    elif Path(str(weights)).suffix == ".safetensors" or Path(str(weights)).exists():
+        _, metadata = read(weights)
+        saved = metadata["config"]["arch"]
+        if saved != name:
+            raise CheckpointError(
+                f"{weights} holds {saved} weights, not {name}: create_model({saved!r}, weights=...)"
+            )
+        model, _ = load(weights, num_classes=num_classes, reset_classifier=reset_classifier, **options)
+    else:
+        raise ValueError(
+            f"weights={weights!r}: use 'torchvision', 'keras', or the path of a .safetensors checkpoint "
+            "(convert other files with `mobilenets convert`)"
+        )
+    return model

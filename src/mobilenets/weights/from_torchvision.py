@@ -1,0 +1,45 @@
+"""torchvision's MobileNetV2 / V3 names for our slots (``features.{i}.block.{j}``, anchors section 3.1)."""
+
+from __future__ import annotations
+
+from torch import nn
+
+from .slots import SourceArch, has_expand, has_se, layer_slots
+
+ARCHS = {
+    "mobilenet_v2": SourceArch("mobilenet_v2_100", {"bn_eps": 1e-5}),
+    "mobilenet_v3_large": SourceArch("mobilenet_v3_large_100", {"bn_eps": 1e-3}),
+    "mobilenet_v3_small": SourceArch("mobilenet_v3_small_100", {"bn_eps": 1e-3}),
+}
+
+
+def torchvision_names(model: nn.Module) -> list[str]:
+    """torchvision MobileNetV2 / V3 module paths, slot by slot."""
+    v3 = isinstance(model.head, nn.Linear)
+    last = len(model.blocks) + 1
+    names = []
+    for slot in layer_slots(model):
+        sub = {"conv": "0", "bn": "1"}.get(slot.role, "")
+        if slot.part == "stem":
+            names.append(f"features.0.{sub}")
+        elif slot.part == "last":
+            names.append(f"features.{last}.{sub}")
+        elif slot.part == "head":
+            names.append("classifier.0")
+        elif slot.part == "classifier":
+            names.append("classifier.3" if v3 else "classifier.1")
+        else:
+            i = slot.block
+            order = [p for p, present in (("expand", has_expand(model, i)), ("depthwise", True)) if present]
+            if v3:
+                order += ["se"] if has_se(model, i) else []
+                order += ["project"]
+                j = order.index("se" if slot.part.startswith("se_") else slot.part)
+                leaf = {"se_reduce": "fc1", "se_expand": "fc2"}.get(slot.part, sub)
+                names.append(f"features.{i + 1}.block.{j}.{leaf}")
+            elif slot.part == "project":  # V2: the projection's conv and BN are separate entries
+                j = len(order)
+                names.append(f"features.{i + 1}.conv.{j if slot.role == 'conv' else j + 1}")
+            else:
+                names.append(f"features.{i + 1}.conv.{order.index(slot.part)}.{sub}")
+    return names
