@@ -48,24 +48,16 @@ def numpy_only(tmp_path_factory) -> Path:
             or (entry.name.startswith("numpy-") and entry.name.endswith(".dist-info"))
         ):
             shutil.copytree(entry, target / entry.name)
-    wheels = root / "wheels"
-    subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pip",
-            "wheel",
-            "-q",
-            "--no-deps",
-            "--no-build-isolation",
-            "-w",
-            str(wheels),
-            str(PROJECT),
-        ],
-        check=True,
-        timeout=300,
-        capture_output=True,
+    # The wheel is built from a copy of the sources, so that the build leaves nothing in the checkout.
+    project = root / "project"
+    shutil.copytree(
+        PROJECT / "src", project / "src", ignore=shutil.ignore_patterns("*.egg-info", "__pycache__")
     )
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(PROJECT / name, project / name)
+    wheels = root / "wheels"
+    build = ["pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "-w", str(wheels), str(project)]
+    subprocess.run([sys.executable, "-m", *build], check=True, timeout=300, capture_output=True)
     wheel = next(wheels.glob("mobilenets-*.whl"))
     with zipfile.ZipFile(wheel) as archive:  # package data travels: the C sources, the class names
         names = set(archive.namelist())

@@ -1,7 +1,7 @@
 """The model registry: one entry per named variant, one hop from name to model.
 
 Each :class:`Variant` records its exact parameter count (1000 classes) and multiply-adds (224 x 224), and
-the published ImageNet top-1 with its source; ``tests/test_zoo.py`` recomputes the counts from the code.
+the published ImageNet top-1 with its source; ``tests/nn/test_registry.py`` recomputes the counts from the code.
 """
 
 from __future__ import annotations

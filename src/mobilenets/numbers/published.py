@@ -4,7 +4,7 @@ Every cell is compared with what :mod:`mobilenets.profile` computes for the same
 *agrees* when the computed value, rounded or truncated to the printed digits, equals it, or lies within
 0.5% of it: the tables print two or three significant digits, and the TF-Slim READMEs truncate
 (V2 0.35 at 96 px is 11.9M MAdds, printed "11"). A cell that does not agree must be listed in
-:data:`CELL_ERRATA` with the reason; ``tests/test_published.py`` enforces both directions.
+:data:`CELL_ERRATA` with the reason; ``tests/numbers/test_published.py`` enforces both directions.
 
 Sources: [P1] https://arxiv.org/abs/1704.04861 Tables 6-9; [P2] https://arxiv.org/abs/1801.04381
 Table 4; [P3] https://arxiv.org/abs/1905.02244 (final) Tables 3 and 9; TF-Slim READMEs
