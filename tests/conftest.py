@@ -1,4 +1,5 @@
 import os
+import shutil
 import sys
 
 import pytest
@@ -39,3 +40,24 @@ def variant_onnx(tmp_path_factory):
         return cache[name]
 
     return get
+
+
+# System tools the C tests need, and the Debian package that provides each.
+TOOL_PACKAGES = {"cc": "gcc", "make": "make"}
+
+
+@pytest.fixture
+def c_toolchain():
+    """cc and make: on a developer's machine without them the test is skipped; in CI (CI set, as .ci/run
+    does) it fails, naming the package to install, so a missing tool can never pass silently."""
+    missing = [tool for tool in TOOL_PACKAGES if shutil.which(tool) is None]
+    if missing:
+        message = (
+            "needs "
+            + ", ".join(missing)
+            + ": apt-get install -y "
+            + " ".join(TOOL_PACKAGES[t] for t in missing)
+        )
+        if os.environ.get("CI"):
+            pytest.fail(message, pytrace=False)
+        pytest.skip(message)

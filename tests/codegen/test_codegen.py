@@ -1,7 +1,6 @@
 """The C generator: builds with the system compiler (-O3 -march=native, and strict C99 -O2), matches ONNX
 Runtime within 1e-4, classifies a PPM like the NumPy runner, and names what it cannot generate."""
 
-import shutil
 import subprocess
 from importlib import resources
 
@@ -21,9 +20,7 @@ from parity import randomize_batchnorm
 from small_runs import shapes_classifier_onnx
 
 ort = pytest.importorskip("onnxruntime")
-pytestmark = pytest.mark.skipif(
-    shutil.which("cc") is None or shutil.which("make") is None, reason="needs cc and make"
-)
+pytestmark = pytest.mark.usefixtures("c_toolchain")
 
 
 @pytest.fixture(scope="module")

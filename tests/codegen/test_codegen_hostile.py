@@ -3,7 +3,6 @@ shapes that disagree are refused before any C is written, NaN logits and hostile
 read out of bounds, and a user's folder is never written over."""
 
 import json
-import shutil
 import subprocess
 
 import numpy as np
@@ -16,9 +15,7 @@ from mobilenets.codegen.literals import LiteralError, c_comment, c_float, c_stri
 onnx = pytest.importorskip("onnx")
 from onnx import TensorProto, helper, numpy_helper  # noqa: E402
 
-pytestmark = pytest.mark.skipif(
-    shutil.which("cc") is None or shutil.which("make") is None, reason="needs cc and make"
-)
+pytestmark = pytest.mark.usefixtures("c_toolchain")
 
 HOSTILE_NAMES = [
     'quote"};int injected=1;//',

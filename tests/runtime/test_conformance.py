@@ -10,7 +10,6 @@ input after the first is made an initializer with the case's own values.
 
 import copy
 import re
-import shutil
 import warnings
 
 import numpy as np
@@ -171,7 +170,7 @@ def test_numpy_runner(case):
         run()
 
 
-@pytest.mark.skipif(shutil.which("cc") is None or shutil.which("make") is None, reason="needs cc and make")
+@pytest.mark.usefixtures("c_toolchain")
 @pytest.mark.parametrize("case", GENERATOR_CASES, ids=lambda case: case.name)
 def test_c_generator(case, tmp_path):
     inputs, outputs = case.data_sets[0]

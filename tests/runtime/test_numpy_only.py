@@ -124,7 +124,7 @@ def test_the_runtime_api_matches_pytorch_there(numpy_only, shapes, tmp_path):
     assert np.abs(got - expected).max() / np.abs(expected).max() < 1e-4
 
 
-@pytest.mark.skipif(shutil.which("cc") is None, reason="needs a C compiler")
+@pytest.mark.usefixtures("c_toolchain")
 def test_compile_c_in_a_numpy_only_environment(numpy_only, shapes, tmp_path):
     _, path, ppm = shapes
     out = tmp_path / "c"
