@@ -12,11 +12,11 @@ def cmd_convert(args: argparse.Namespace) -> int:
     options = {k: v for k, v in (("padding", args.padding), ("bn_eps", args.bn_eps)) if v is not None}
     result = convert(args.src, args.source, args.arch, **options)
     path = save(result.model, args.output, provenance=result.provenance)
-    model = result.model
-    pre = model.preprocessing
+    model, pre = result.model, result.model.preprocessing
+    config = model.config
     print(
-        f"wrote {path}: {model.arch}, {model.num_classes} classes, padding={model.padding}, bn_eps={model.bn_eps}, "
-        f"input mean={pre.mean} std={pre.std}"
+        f"wrote {path}: {model.arch}, {model.num_classes} classes, padding={config['padding']}, "
+        f"bn_eps={config['bn_eps']}, input mean={pre.mean} std={pre.std}"
         + (" (dropped the background class)" if result.provenance.get("dropped_background_class") else "")
     )
     return 0

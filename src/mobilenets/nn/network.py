@@ -48,6 +48,8 @@ class MobileNet(nn.Module):
         head_conv: V3 only; False drops the 1x1 "conv2d, NBN" after pooling (V3 Tables 1-2, last rows
             but one), so the classifier takes the pooled features: the shape of a Keras V3 base saved
             with ``include_top=False`` and fine-tuned with its own Dense layer.
+        atrous_style: below output stride 32, which blocks dilate: "slim" (TF-Slim / DeepLab) or
+            "torchvision" (its ``dilated=True`` backbones); see :func:`~.scaling.with_output_stride`.
     """
 
     def __init__(
@@ -62,6 +64,7 @@ class MobileNet(nn.Module):
         output_stride: int = 32,
         memory_format: str = "channels_last",
         head_conv: bool = True,
+        atrous_style: str = "slim",
     ):
         super().__init__()
         if memory_format not in MEMORY_FORMATS:
@@ -78,7 +81,8 @@ class MobileNet(nn.Module):
             raise ValueError(f"padding must be one of {PADDING_MODES}, got {padding!r}")
         # The smallest input whose last map is 1x1 at the undilated stride (32 for every MobileNet).
         self.min_resolution = plan.stem.stride * math.prod(block.stride for block in plan.blocks)
-        plan = with_output_stride(plan, output_stride)
+        plan = with_output_stride(plan, output_stride, atrous_style)
+        self.atrous_style = atrous_style
         self.plan = plan
         self.in_chans, self.num_classes, self.output_stride = in_chans, num_classes, output_stride
         self.dropout_rate, self.bn_eps, self.bn_momentum, self.padding = dropout, bn_eps, bn_momentum, padding
@@ -130,6 +134,7 @@ class MobileNet(nn.Module):
             "output_stride": self.output_stride,
             # Only where it differs from the paper, so that configs of ordinary models stay as they were.
             **({} if self.head_conv else {"head_conv": False}),
+            **({} if self.atrous_style == "slim" else {"atrous_style": self.atrous_style}),
         }
 
     # -- initialisation -------------------------------------------------------------------------------

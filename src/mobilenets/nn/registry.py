@@ -14,6 +14,7 @@ from functools import partial
 
 from .network import FeatureExtractor, MobileNet
 from .scaling import NetworkPlan, plan_v1, plan_v2, plan_v3
+from .segmentation import LRASPP, SEGMENTATION_PREFIX, segmentation_backbone_name
 
 
 @dataclass(frozen=True)
@@ -167,6 +168,7 @@ def build_model(
     output_stride: int = 32,
     memory_format: str = "channels_last",
     head_conv: bool = True,
+    atrous_style: str = "slim",
     features_only: bool = False,
     out_indices: tuple[int, ...] | None = None,
     feature_location: str = "bottleneck",
@@ -179,6 +181,8 @@ def build_model(
     ``head_conv=False`` (V3) drops the 1x1 conv after pooling, as a Keras base with include_top=False.
     Weights are composed on top of this by :func:`mobilenets.create_model` (``mobilenets.weights``).
     """
+    if name.startswith(SEGMENTATION_PREFIX):
+        raise ValueError(f"{name} is a segmentation model: build it with build_segmentation_model")
     variant = get_variant(name)
     family = FAMILIES[variant.family]
     model = MobileNet(
@@ -192,8 +196,37 @@ def build_model(
         output_stride=output_stride,
         memory_format=memory_format,
         head_conv=head_conv,
+        atrous_style=atrous_style,
     )
     model.variant, model.arch = variant, name
     if features_only:
         return FeatureExtractor(model, out_indices, feature_location)
     return model
+
+
+def build_segmentation_model(
+    name: str,
+    *,
+    num_classes: int = 21,
+    segmentation_channels: int = 128,
+    output_stride: int = 16,
+    atrous_style: str = "slim",
+    **options,
+) -> LRASPP:
+    """``lraspp_<variant>`` (e.g. "lraspp_mobilenet_v3_large" or "lraspp_mobilenet_v2_035"): the variant at
+    ``output_stride`` 16 or 8 with the LR-ASPP head (V3 Section 6.4); ``options`` go to the backbone."""
+    backbone = build_model(
+        segmentation_backbone_name(name),
+        num_classes=0,
+        output_stride=output_stride,
+        atrous_style=atrous_style,
+        **options,
+    )
+    return LRASPP(backbone, num_classes, segmentation_channels)
+
+
+def build_from_config(arch: str, **config) -> MobileNet | LRASPP:
+    """A model from a checkpoint's recorded config: classification or segmentation by its name."""
+    if arch.startswith(SEGMENTATION_PREFIX):
+        return build_segmentation_model(arch, **config)
+    return build_model(arch, **config)

@@ -154,21 +154,32 @@ def plan_v3(table: str, width: float = 1.0, minimalistic: bool = False) -> Netwo
 OUTPUT_STRIDES = (8, 16, 32)
 
 
-def with_output_stride(plan: NetworkPlan, output_stride: int) -> NetworkPlan:
+ATROUS_STYLES = ("slim", "torchvision")
+
+
+def with_output_stride(plan: NetworkPlan, output_stride: int, atrous_style: str = "slim") -> NetworkPlan:
     """Trade the last stride-2 layers for dilation so the final map is input / ``output_stride``.
 
     Once the running stride reaches ``output_stride``, a stride-2 block keeps stride 1 and later blocks
     dilate their depthwise conv by the stride they gave up (the atrous trick of DeepLab, used by V2
-    Section 6.3 and V3 Section 6.4 for segmentation).
+    Section 6.3 and V3 Section 6.4 for segmentation). ``atrous_style="slim"`` is TF-Slim's and DeepLab's
+    rule: the block that gives up its stride keeps the rate before it. ``"torchvision"`` dilates that
+    block too, as torchvision's ``dilated=True`` backbones do (their weights expect it).
     """
     if output_stride not in OUTPUT_STRIDES:
         raise ValueError(f"output_stride must be one of {OUTPUT_STRIDES}, got {output_stride!r}")
+    if atrous_style not in ATROUS_STYLES:
+        raise ValueError(f"atrous_style must be one of {ATROUS_STYLES}, got {atrous_style!r}")
     stride, dilation = plan.stem.stride, 1
     blocks = []
     for block in plan.blocks:
         if block.stride > 1 and stride * block.stride > output_stride:
-            blocks.append(replace(block, stride=1, dilation=dilation))
-            dilation *= block.stride
+            if atrous_style == "torchvision":
+                dilation *= block.stride
+                blocks.append(replace(block, stride=1, dilation=dilation))
+            else:
+                blocks.append(replace(block, stride=1, dilation=dilation))
+                dilation *= block.stride
         else:
             blocks.append(replace(block, dilation=dilation))
             stride *= block.stride

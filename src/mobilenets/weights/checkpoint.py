@@ -167,6 +167,8 @@ CONFIG_TYPES = {
     "padding": str,
     "output_stride": int,
     "head_conv": bool,
+    "atrous_style": str,
+    "segmentation_channels": int,
 }
 MAX_CLASSES = 1_000_000
 MAX_IN_CHANS = 64
@@ -232,7 +234,7 @@ def load(
     keeps the backbone and gives a freshly initialised classifier (fine-tuning). ``overrides`` go to
     ``create_model`` (for example ``dropout`` or ``memory_format``).
     """
-    from ..nn.registry import build_model
+    from ..nn.registry import build_from_config
 
     tensors, metadata = read(path)
     config = _checked_config(metadata, path)
@@ -247,7 +249,7 @@ def load(
     # from it: a model on the meta device has shapes and dtypes but no memory, so a small file claiming
     # a billion classes fails here, not in the allocator.
     with torch.device("meta"):
-        skeleton = build_model(arch, **config)
+        skeleton = build_from_config(arch, **config)
     check_state_dict(skeleton, tensors, str(path))
     if num_classes is not None and num_classes != saved_classes:
         if not reset_classifier:
@@ -257,7 +259,7 @@ def load(
             )
         config["num_classes"], class_names = num_classes, None
     config.update(overrides)
-    model = build_model(arch, **config)
+    model = build_from_config(arch, **config)
     load_into(model, tensors, str(path), reset_classifier=reset_classifier)
     model.class_names = class_names
     model.preprocessing = preprocessing

@@ -24,12 +24,13 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..nn.registry import build_model, get_variant
+from ..nn.registry import build_model, build_segmentation_model, get_variant
+from ..nn.segmentation import SEGMENTATION_PREFIX, segmentation_backbone_name
 from . import from_timm, from_torchvision
 from .checkpoint import CheckpointError, check_state_dict
 from .from_keras import fine_tuned_keras_head, keras_names, keras_tensors, read_keras_weights
 from .from_timm import NO_TWIN, timm_names
-from .from_torchvision import torchvision_names
+from .from_torchvision import lraspp_names, torchvision_names
 from .preprocessing import Preprocessing, imagenet_class_names
 from .slots import TF_OPTIONS, TIMM_OPTIONS, TIMM_PREPROCESSING, SourceArch, layer_slots
 
@@ -158,6 +159,8 @@ def _describe_module(module: nn.Module) -> tuple[str | None, Preprocessing | Non
         )
         return cfg["architecture"], pre
     name = type(module).__name__
+    if name == "LRASPP" and type(getattr(module, "backbone", None)).__name__ == "IntermediateLayerGetter":
+        return "lraspp_mobilenet_v3_large", None
     if name == "MobileNetV2":
         return "mobilenet_v2", None
     if name == "MobileNetV3":
@@ -199,6 +202,8 @@ def convert(
     preprocessing = preprocessing or spec.preprocessing
     build = {**spec.options, **options}
 
+    if spec.arch.startswith(SEGMENTATION_PREFIX):
+        return _convert_segmentation(state, source, spec, build, num_classes, class_names, provenance, arch)
     probe = build_model(spec.arch, **build)
     names = {"torchvision": torchvision_names, "keras": keras_names}.get(source)
     source_names = names(probe) if names else timm_names(probe, list(state))
@@ -255,6 +260,46 @@ def convert(
     elif model_classes == 1000:
         model.class_names = list(imagenet_class_names())
     provenance |= {"arch": arch, "dropped_background_class": background}
+    model.provenance = provenance
+    return Converted(model, provenance)
+
+
+def _convert_segmentation(
+    state, source, spec, build, num_classes, class_names, provenance, arch
+) -> Converted:
+    """torchvision's LR-ASPP: the backbone's slots and the head's keys renamed, checked, loaded."""
+    if source != "torchvision":
+        raise ValueError(f"segmentation weights convert from torchvision only, not {source}")
+    weight = state.get("classifier.low_classifier.weight")
+    if weight is None:
+        raise CheckpointError(
+            "the torchvision weights have no classifier.low_classifier: is this an lraspp_mobilenet_v3_large file?"
+        )
+    classes = int(weight.shape[0])
+    if num_classes is not None and num_classes != classes:
+        raise CheckpointError(f"the {source} weights have {classes} classes, not {num_classes}")
+    model = build_segmentation_model(spec.arch, num_classes=classes, **build)
+    backbone = build_model(
+        segmentation_backbone_name(spec.arch), num_classes=0, head_conv=False, output_stride=16, **build
+    )
+    names = lraspp_names(model, backbone)
+    missing = [
+        theirs
+        for ours, theirs in names.items()
+        if theirs not in state and not ours.endswith("num_batches_tracked")
+    ]
+    if missing:
+        raise CheckpointError(
+            f"the {source} weights have no {', '.join(missing[:3])}: is --arch {arch} right? "
+            f"The weights' first names: {', '.join(list(state)[:4])}"
+        )
+    ours = model.state_dict()
+    converted = {k: state.get(names.get(k, ""), v) for k, v in ours.items()}
+    check_state_dict(model, converted, f"the {source} weights ({arch})")
+    model.load_state_dict(converted)
+    model.preprocessing = spec.preprocessing
+    model.class_names = list(class_names) if class_names is not None else None
+    provenance |= {"arch": arch, "dropped_background_class": False}
     model.provenance = provenance
     return Converted(model, provenance)
 

@@ -10,7 +10,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..nn.network import FeatureExtractor, MobileNet
-from ..nn.registry import build_model, get_variant
+from ..nn.registry import build_model, build_segmentation_model, get_variant
+from ..nn.segmentation import LRASPP, SEGMENTATION_PREFIX
 from .checkpoint import CheckpointError, load, read
 from .pretrained import PRETRAINED, load_pretrained
 
@@ -18,7 +19,7 @@ from .pretrained import PRETRAINED, load_pretrained
 def create_model(
     name: str,
     *,
-    num_classes: int = 1000,
+    num_classes: int | None = None,
     in_chans: int = 3,
     dropout: float = 0.2,
     bn_eps: float | None = None,
@@ -27,24 +28,50 @@ def create_model(
     output_stride: int = 32,
     memory_format: str = "channels_last",
     head_conv: bool = True,
+    atrous_style: str = "slim",
+    segmentation_channels: int = 128,
     features_only: bool = False,
     out_indices: tuple[int, ...] | None = None,
     feature_location: str = "bottleneck",
     weights: str | None = None,
     reset_classifier: bool = False,
-) -> MobileNet | FeatureExtractor:
+) -> MobileNet | FeatureExtractor | LRASPP:
     """Build a registered model by name, e.g. ``create_model("mobilenet_v3_small_100", num_classes=5)``.
 
     ``bn_eps`` / ``bn_momentum`` default to the family's (torchvision's) values; ``padding="same"`` and
     ``bn_eps=1e-3`` match TensorFlow / Keras-trained weights. ``features_only=True`` returns a backbone
     whose forward gives the multi-scale maps (``out_indices`` of ``feature_info_for(feature_location)``).
     ``head_conv=False`` (V3) drops the 1x1 conv after pooling, as a Keras base with include_top=False.
+    ``"lraspp_<variant>"`` (``"lraspp_mobilenet_v3_large"``, ``"lraspp_mobilenet_v2_035"``, ...) is the
+    variant at output stride 16 (or 8) with the LR-ASPP segmentation head (V3 Section 6.4);
+    ``num_classes`` defaults to 21 there, and ``segmentation_channels`` is the head's width (F=128).
 
     ``weights``: "torchvision" or "keras" (ImageNet weights through the torch.hub cache, see
     :mod:`mobilenets.weights.pretrained`), or the path of a native checkpoint for this architecture. With
     weights, a ``num_classes`` other than theirs needs ``reset_classifier=True`` (keeps the backbone,
     new classifier).
     """
+    segmentation = name.startswith(SEGMENTATION_PREFIX)
+    if num_classes is None:  # the task's usual default: ImageNet's 1000, or VOC's 21 for segmentation
+        num_classes = 21 if segmentation else 1000
+    if segmentation:
+        if weights is not None:
+            raise ValueError(
+                f"{name}: weights for segmentation models come from a checkpoint (mobilenets.load), or "
+                "from torchvision's file through `mobilenets convert --from torchvision`"
+            )
+        return build_segmentation_model(
+            name,
+            num_classes=num_classes,
+            segmentation_channels=segmentation_channels,
+            output_stride=16 if output_stride == 32 else output_stride,
+            atrous_style=atrous_style,
+            in_chans=in_chans,
+            bn_eps=bn_eps,
+            bn_momentum=bn_momentum,
+            padding=padding,
+            memory_format=memory_format,
+        )
     features = dict(features_only=features_only, out_indices=out_indices, feature_location=feature_location)
     if weights is None:
         return build_model(
@@ -58,6 +85,7 @@ def create_model(
             output_stride=output_stride,
             memory_format=memory_format,
             head_conv=head_conv,
+            atrous_style=atrous_style,
             **features,
         )
     model = _with_weights(
@@ -71,6 +99,7 @@ def create_model(
             output_stride=output_stride,
             memory_format=memory_format,
             **({} if head_conv else {"head_conv": False}),
+            **({} if atrous_style == "slim" else {"atrous_style": atrous_style}),
             **({"bn_eps": bn_eps} if bn_eps is not None else {}),
             **({"bn_momentum": bn_momentum} if bn_momentum is not None else {}),
         ),

@@ -7,6 +7,10 @@ from torch import nn
 from .slots import SourceArch, has_expand, has_se, layer_slots
 
 ARCHS = {
+    # dilated=True backbones: the block that gives up its stride dilates too (atrous_style="torchvision").
+    "lraspp_mobilenet_v3_large": SourceArch(
+        "lraspp_mobilenet_v3_large_100", {"bn_eps": 1e-3, "atrous_style": "torchvision"}
+    ),
     "mobilenet_v2": SourceArch("mobilenet_v2_100", {"bn_eps": 1e-5}),
     "mobilenet_v3_large": SourceArch("mobilenet_v3_large_100", {"bn_eps": 1e-3}),
     "mobilenet_v3_small": SourceArch("mobilenet_v3_small_100", {"bn_eps": 1e-3}),
@@ -15,7 +19,7 @@ ARCHS = {
 
 def torchvision_names(model: nn.Module) -> list[str]:
     """torchvision MobileNetV2 / V3 module paths, slot by slot."""
-    v3 = isinstance(model.head, nn.Linear)
+    v3 = model.plan.head_channels is not None  # V3 (its head conv may be dropped: head_conv=False)
     last = len(model.blocks) + 1
     names = []
     for slot in layer_slots(model):
@@ -42,4 +46,18 @@ def torchvision_names(model: nn.Module) -> list[str]:
                 names.append(f"features.{i + 1}.conv.{j if slot.role == 'conv' else j + 1}")
             else:
                 names.append(f"features.{i + 1}.conv.{order.index(slot.part)}.{sub}")
+    return names
+
+
+def lraspp_names(model: nn.Module, backbone: nn.Module) -> dict[str, str]:
+    """Our LR-ASPP state-dict keys -> torchvision's ``lraspp_mobilenet_v3_large`` keys. The backbone is
+    ``backbone.{i}`` (its ``features`` kept by IntermediateLayerGetter), named slot by slot through a
+    classifier-less twin (``backbone``); the head is ``classifier.*`` with our module names."""
+    names = {}
+    modules = dict(backbone.named_modules())
+    for slot, name in zip(layer_slots(backbone), torchvision_names(backbone), strict=True):
+        for param in modules[slot.module].state_dict():
+            names[f"{slot.module}.{param}"] = f"backbone.{name.removeprefix('features.')}.{param}"
+    for key in model.head.state_dict():
+        names[f"head.{key}"] = f"classifier.{key}"
     return names

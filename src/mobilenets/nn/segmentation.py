@@ -1,0 +1,140 @@
+"""LR-ASPP: the Lite Reduced Atrous Spatial Pyramid Pooling segmentation head (V3 Section 6.4, Figure 10).
+
+The backbone runs at output stride 16 (its last stride-2 stage dilated instead). The head has two
+branches on that last map: a 1x1 conv + BN + ReLU, gated channel by channel by a global average pool
+followed by a 1x1 conv and a sigmoid (a squeeze-and-excite-like gate over the whole image). The gated
+map is upsampled bilinearly to the 1/8 feature map, both are classified by a 1x1 conv each and added,
+and the sum is upsampled to the input. V3 Table 7 reports it on Cityscapes with 128 channels (F=128).
+
+The 1/8 tap is the output of the block that brings the running stride to 8, as torchvision's
+``lraspp_mobilenet_v3_large`` takes it, so its weights convert unchanged.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from .network import MobileNet
+
+SEGMENTATION_PREFIX = "lraspp_"
+
+
+class LRASPPHead(nn.Module):
+    """V3 Figure 10: ``cbr`` (1x1 conv, BN, ReLU) times ``scale`` (pool, 1x1 conv, sigmoid), upsampled
+    to the low-level map; ``low_classifier(low) + high_classifier(gated)``."""
+
+    def __init__(
+        self,
+        low_channels: int,
+        high_channels: int,
+        num_classes: int,
+        channels: int = 128,
+        bn_eps: float = 1e-5,
+        bn_momentum: float = 0.1,
+    ):
+        super().__init__()
+        self.cbr = nn.Sequential(
+            nn.Conv2d(high_channels, channels, 1, bias=False),
+            nn.BatchNorm2d(channels, eps=bn_eps, momentum=bn_momentum),
+            nn.ReLU(inplace=True),
+        )
+        self.scale = nn.Sequential(
+            nn.AdaptiveAvgPool2d(1), nn.Conv2d(high_channels, channels, 1, bias=False), nn.Sigmoid()
+        )
+        self.low_classifier = nn.Conv2d(low_channels, num_classes, 1)
+        self.high_classifier = nn.Conv2d(channels, num_classes, 1)
+
+    def forward(self, low: torch.Tensor, high: torch.Tensor) -> torch.Tensor:
+        x = self.cbr(high) * self.scale(high)
+        x = F.interpolate(x, size=low.shape[-2:], mode="bilinear", align_corners=False)
+        return self.low_classifier(low) + self.high_classifier(x)
+
+
+class LRASPP(nn.Module):
+    """A MobileNet backbone (no pooling, head or classifier) with the LR-ASPP head; ``forward`` returns
+    per-pixel logits (N, num_classes, H, W) at the input's resolution."""
+
+    def __init__(self, backbone: MobileNet, num_classes: int = 21, segmentation_channels: int = 128):
+        super().__init__()
+        if not isinstance(num_classes, int) or num_classes < 1:
+            raise ValueError(f"num_classes must be an integer >= 1, got {num_classes!r}")
+        if not isinstance(segmentation_channels, int) or segmentation_channels < 1:
+            raise ValueError(f"segmentation_channels must be an integer >= 1, got {segmentation_channels!r}")
+        if backbone.output_stride == 32:
+            raise ValueError("LR-ASPP needs a backbone at output_stride 16 or 8 (dilated), not 32")
+        self.low_index, low_channels = _stride_8_tap(backbone)
+        self.stem, self.blocks, self.last_conv = backbone.stem, backbone.blocks, backbone.last_conv
+        # The head's BN keeps PyTorch's defaults (eps 1e-5), as torchvision's head does, whatever the
+        # backbone's (V3: 1e-3): its weights convert unchanged.
+        self.head = LRASPPHead(low_channels, backbone.num_features, num_classes, segmentation_channels)
+        self.backbone_config = {k: v for k, v in backbone.config.items() if k not in ("arch", "num_classes")}
+        self.min_resolution, self.in_chans = backbone.min_resolution, backbone.in_chans
+        self.num_classes, self.segmentation_channels = num_classes, segmentation_channels
+        self.arch = SEGMENTATION_PREFIX + (backbone.arch or "")
+        self.variant = getattr(backbone, "variant", None)
+        self.class_names: list[str] | None = None
+        self.preprocessing = None
+        _init_head(self.head)
+        stem_weight = backbone.stem.conv.weight
+        if not stem_weight.is_contiguous():  # the backbone is channels-last: so is the head
+            self.head.to(memory_format=torch.channels_last)
+
+    @property
+    def config(self) -> dict:
+        """What rebuilds this network: the registry name and the options of create_model."""
+        return {
+            "arch": self.arch,
+            "num_classes": self.num_classes,
+            "segmentation_channels": self.segmentation_channels,
+            **self.backbone_config,
+        }
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() != 4 or x.shape[1] != self.in_chans or min(x.shape[-2:]) < self.min_resolution:
+            raise ValueError(
+                f"expected an input of shape (N, {self.in_chans}, H, W) with H, W >= {self.min_resolution}, "
+                f"got {tuple(x.shape)}"
+            )
+        size = x.shape[-2:]
+        x = self.stem(x)
+        low = None
+        for i, block in enumerate(self.blocks):
+            x = block(x)
+            if i == self.low_index:
+                low = x
+        logits = self.head(low, self.last_conv(x))
+        return F.interpolate(logits, size=size, mode="bilinear", align_corners=False)
+
+
+def _stride_8_tap(backbone: MobileNet) -> tuple[int, int]:
+    """(index, channels) of the block whose stride brings the running stride to 8."""
+    stride = backbone.plan.stem.stride
+    for i, block in enumerate(backbone.plan.blocks):
+        stride *= block.stride
+        if stride == 8 and block.stride > 1:
+            return i, block.out_channels
+    raise ValueError(f"{backbone.arch} has no block that reaches stride 8")
+
+
+def _init_head(head: nn.Module) -> None:
+    """torchvision's segmentation-head init: Kaiming (fan-out) convs, unit BN."""
+    for module in head.modules():
+        if isinstance(module, nn.Conv2d):
+            nn.init.kaiming_normal_(module.weight, mode="fan_out")
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.BatchNorm2d):
+            nn.init.ones_(module.weight)
+            nn.init.zeros_(module.bias)
+
+
+def segmentation_backbone_name(name: str) -> str:
+    """The backbone's registry name in a segmentation model's name: "lraspp_mobilenet_v2_035" ->
+    "mobilenet_v2_035"; a family without a width means width 1.0 ("lraspp_mobilenet_v3_large", as
+    torchvision names it)."""
+    from .registry import FAMILIES
+
+    rest = name.removeprefix(SEGMENTATION_PREFIX)
+    return f"{rest}_100" if rest in FAMILIES else rest

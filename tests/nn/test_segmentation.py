@@ -1,0 +1,124 @@
+"""LR-ASPP (V3 Section 6.4): torchvision's counts and logits, every family, the atrous conventions."""
+
+import numpy as np
+import pytest
+import torch
+
+import mobilenets
+from mobilenets.cli import main
+from mobilenets.nn.segmentation import LRASPP
+
+from parity import randomize_batchnorm, structured_inputs
+
+segmentation = pytest.importorskip("torchvision.models.segmentation")
+
+
+def _torchvision_lraspp(num_classes: int):
+    torch.manual_seed(0)
+    model = segmentation.lraspp_mobilenet_v3_large(
+        weights=None, weights_backbone=None, num_classes=num_classes
+    )
+    return randomize_batchnorm(model.eval(), seed=2, resolution=96)
+
+
+def _relative(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float((a - b).abs().max() / b.abs().max())
+
+
+def test_the_counts_are_torchvisions():
+    """3,221,538 parameters at 21 classes and 2.086 G multiply-adds at 520 x 520 (torchvision's table)."""
+    model = mobilenets.create_model("lraspp_mobilenet_v3_large")
+    reference = segmentation.lraspp_mobilenet_v3_large(weights=None, weights_backbone=None)
+    assert sum(p.numel() for p in model.parameters()) == sum(p.numel() for p in reference.parameters())
+    profile = mobilenets.profile_module(model, 520)
+    assert profile.params == 3_221_538
+    assert round(profile.madds / 1e9, 3) == 2.086
+    assert model.num_classes == 21 and model.arch == "lraspp_mobilenet_v3_large_100"
+
+
+def test_torchvision_weights_give_torchvisions_masks(tmp_path):
+    reference = _torchvision_lraspp(5)
+    x = structured_inputs(3, 96, seed=3)
+    with torch.no_grad():
+        expected = reference(x)["out"]
+    assert _relative(expected - expected.mean(0), expected) > 1e-2  # the input matters
+    converted = mobilenets.convert(reference, "torchvision").model.eval()
+    with torch.no_grad():
+        got = converted(x)
+    assert got.shape == (3, 5, 96, 96) and _relative(got, expected) < 1e-4
+    # From a state-dict file through the CLI, and back through the native checkpoint.
+    torch.save(reference.state_dict(), tmp_path / "lraspp.pth")
+    args = [
+        "convert",
+        str(tmp_path / "lraspp.pth"),
+        "--from",
+        "torchvision",
+        "--arch",
+        "lraspp_mobilenet_v3_large",
+    ]
+    assert main([*args, "-o", str(tmp_path / "lraspp.safetensors")]) == 0
+    loaded, _ = mobilenets.load(tmp_path / "lraspp.safetensors")
+    assert isinstance(loaded, LRASPP) and loaded.config["atrous_style"] == "torchvision"
+    with torch.no_grad():
+        assert _relative(loaded.eval()(x), expected) < 1e-4
+
+
+def test_the_atrous_convention_matters():
+    """torchvision dilates the block that gives up its stride; TF-Slim keeps its rate. The same weights
+    under the other convention give other masks, so the convention travels with the weights."""
+    converted = mobilenets.convert(_torchvision_lraspp(3), "torchvision").model.eval()
+    slim = mobilenets.create_model("lraspp_mobilenet_v3_large", num_classes=3).eval()
+    slim.load_state_dict(converted.state_dict())
+    x = structured_inputs(2, 96, seed=4)
+    with torch.no_grad():
+        assert _relative(slim(x), converted(x)) > 1e-3
+    dilations = [block.depthwise.conv.dilation[0] for block in converted.blocks[-3:]]
+    slim_dilations = [block.depthwise.conv.dilation[0] for block in slim.blocks[-3:]]
+    assert dilations == [2, 2, 2] and slim_dilations == [1, 2, 2]
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "lraspp_mobilenet_v1_025",
+        "lraspp_mobilenet_v2_035",
+        "lraspp_mobilenet_v3_small_050",
+        "lraspp_mobilenet_v3_large_minimal",
+    ],
+)
+@pytest.mark.parametrize("output_stride", [16, 8])
+def test_every_family_segments_at_the_input_resolution(name, output_stride):
+    model = mobilenets.create_model(name, num_classes=4, output_stride=output_stride).eval()
+    x = torch.randn(2, 3, 80, 112)
+    low, high = [], []
+    model.blocks[model.low_index].register_forward_hook(lambda m, i, o: low.append(o.shape))
+    model.last_conv.register_forward_hook(lambda m, i, o: high.append(o.shape))
+    with torch.no_grad():
+        out = model(x)
+    assert out.shape == (2, 4, 80, 112)
+    assert low[0][-2:] == (10, 14)  # the 1/8 tap
+    assert high[0][-2:] == (80 // output_stride, 112 // output_stride)
+
+
+def test_segmentation_options_are_checked():
+    with pytest.raises(ValueError, match="LR-ASPP needs a backbone at output_stride 16 or 8"):
+        mobilenets.nn.registry.build_segmentation_model("lraspp_mobilenet_v2_100", output_stride=32)
+    with pytest.raises(ValueError, match="num_classes must be an integer >= 1"):
+        mobilenets.create_model("lraspp_mobilenet_v2_100", num_classes=0)
+    with pytest.raises(ValueError, match="unknown model 'mobilenet_v9'"):
+        mobilenets.create_model("lraspp_mobilenet_v9")
+    with pytest.raises(ValueError, match="atrous_style must be one of"):
+        mobilenets.create_model("lraspp_mobilenet_v2_100", atrous_style="tf")
+    with pytest.raises(ValueError, match="weights for segmentation models come from a checkpoint"):
+        mobilenets.create_model("lraspp_mobilenet_v3_large", weights="torchvision")
+
+
+def test_a_segmentation_checkpoint_round_trips(tmp_path):
+    model = mobilenets.create_model("lraspp_mobilenet_v3_small_075", num_classes=3, segmentation_channels=64)
+    model = randomize_batchnorm(model.eval(), seed=5, resolution=64)
+    mobilenets.save(model, tmp_path / "seg.safetensors", class_names=["sky", "road", "car"])
+    loaded, _ = mobilenets.load(tmp_path / "seg.safetensors")
+    x = structured_inputs(2, 64, seed=6)
+    with torch.no_grad():
+        np.testing.assert_array_equal(loaded.eval()(x).numpy(), model(x).numpy())
+    assert loaded.class_names == ["sky", "road", "car"] and loaded.segmentation_channels == 64
