@@ -12,7 +12,7 @@ import torch
 
 import mobilenets
 import mobilenets.data.demo
-from mobilenets.deploy.export import probe_inputs
+from mobilenets.deploy.export import export_onnx, probe_inputs
 from mobilenets.runtime import OnnxFormatError, OnnxModel, UnsupportedOnnx
 
 from parity import randomize_batchnorm
@@ -663,3 +663,25 @@ def test_relu_and_clip_keep_the_specs_semantics(monkeypatch, clip):
     y = x.copy()
     assert Relu(y, out=y) is y  # the runner's in-place call writes over its input
     np.testing.assert_array_equal(y, Relu(x))
+
+
+def test_lraspp_runs_in_the_numpy_runner(tmp_path):
+    """LR-ASPP's graph (Resize for the bilinear upsampling, Shape, Sigmoid) within 1e-4 of ONNX Runtime
+    and of PyTorch; `mobilenets run` says it is not a classifier instead of printing nonsense."""
+    torch.manual_seed(0)
+    model = mobilenets.create_model("lraspp_mobilenet_v3_small_050", num_classes=4).eval()
+    model = randomize_batchnorm(model, seed=2, resolution=96)
+    path = export_onnx(model, tmp_path / "seg.onnx", resolution=96).path
+    x = probe_inputs(2, 96, seed=3).numpy()
+    expected = _ort(path, x)
+    got = OnnxModel(path)(x)
+    assert got.shape == expected.shape == (2, 4, 96, 96)
+    assert np.abs(expected - expected.mean(0)).max() / np.abs(expected).max() > 1e-2
+    assert _relative(got, expected) < 1e-4
+    with torch.no_grad():
+        assert _relative(got, model(torch.from_numpy(x)).numpy()) < 1e-4
+    picture = tmp_path / "p.ppm"
+    mobilenets.data.demo.image("val", 0, size=96)[0].save(picture)
+    from mobilenets.cli import main
+
+    assert main(["run", str(path), str(picture)]) == 2

@@ -17,6 +17,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     model = OnnxModel(args.model)
     x = preprocess(read_image(args.image), model.preprocessing, model.resolution)
     logits = model(x)[0].astype(np.float64)
+    if logits.ndim != 1:
+        raise ValueError(
+            f"{args.model} outputs a {logits.shape} map per image (a segmentation model?); `mobilenets run` "
+            "prints the classes of a classifier"
+        )
     probabilities = np.exp(logits - logits.max())
     probabilities /= probabilities.sum()
     names = model.class_names or [str(i) for i in range(len(logits))]

@@ -206,6 +206,106 @@ def Pad(data, pads, constant_value=None, axes=None, *, mode="constant"):
     return np.pad(data, widths, constant_values=value)
 
 
+def Shape(data, *, start=0, end=None):
+    """The shape as int64, sliced by ``start`` / ``end`` (opset 15; negative values count from the end)."""
+    return np.array(data.shape[start:end], dtype=np.int64)
+
+
+# Resize (opset 11 onwards; LR-ASPP's bilinear upsampling is mode=linear, half_pixel): the output
+# coordinate x maps to x_original in the input, per axis; interpolation is separable.
+COORDINATE_MODES = ("half_pixel", "half_pixel_symmetric", "pytorch_half_pixel", "align_corners", "asymmetric")
+NEAREST_MODES = {
+    "round_prefer_floor": lambda x: np.ceil(x - 0.5),
+    "round_prefer_ceil": lambda x: np.floor(x + 0.5),
+    "floor": np.floor,
+    "ceil": np.ceil,
+}
+
+
+def Resize(
+    X,
+    roi=None,
+    scales=None,
+    sizes=None,
+    *,
+    mode="nearest",
+    coordinate_transformation_mode="half_pixel",
+    nearest_mode="round_prefer_floor",
+    cubic_coeff_a=-0.75,
+    exclude_outside=0,
+    extrapolation_value=0.0,
+    antialias=0,
+    axes=None,
+    keep_aspect_ratio_policy="stretch",
+):
+    if mode not in ("nearest", "linear"):
+        raise NotImplementedError(f"Resize mode={mode!r}")
+    if coordinate_transformation_mode not in COORDINATE_MODES:
+        raise NotImplementedError(f"Resize coordinate_transformation_mode={coordinate_transformation_mode!r}")
+    if nearest_mode not in NEAREST_MODES:
+        raise NotImplementedError(f"Resize nearest_mode={nearest_mode!r}")
+    if exclude_outside:
+        raise NotImplementedError("Resize exclude_outside=1")
+    axes = list(range(X.ndim)) if axes is None else [int(a) % X.ndim for a in axes]
+    in_sizes = [X.shape[a] for a in axes]
+    if sizes is not None and np.size(sizes):
+        out_sizes = [int(v) for v in np.ravel(sizes)]
+        scale = [o / i for o, i in zip(out_sizes, in_sizes, strict=True)]
+        if keep_aspect_ratio_policy != "stretch":
+            pick = min if keep_aspect_ratio_policy == "not_larger" else max
+            if keep_aspect_ratio_policy not in ("not_larger", "not_smaller"):
+                raise NotImplementedError(f"Resize keep_aspect_ratio_policy={keep_aspect_ratio_policy!r}")
+            common = pick(scale)
+            scale = [common] * len(axes)
+            out_sizes = [int(np.floor(i * common + 0.5)) for i in in_sizes]
+    elif scales is not None and np.size(scales):
+        scale = [float(v) for v in np.ravel(scales)]
+        out_sizes = [int(np.floor(i * s)) for i, s in zip(in_sizes, scale, strict=True)]
+    else:
+        raise ValueError("Resize needs scales or sizes")
+    if antialias and mode == "linear" and any(s < 1 for s in scale):
+        raise NotImplementedError("Resize antialias=1 when downsampling")
+    Y = X
+    for axis, length, out_length, factor in zip(axes, in_sizes, out_sizes, scale, strict=True):
+        if out_length == length and factor == 1:
+            continue
+        x = _original_coordinates(
+            coordinate_transformation_mode, np.arange(out_length), length, out_length, factor
+        )
+        if mode == "nearest":
+            index = np.clip(NEAREST_MODES[nearest_mode](x), 0, length - 1).astype(np.intp)
+            Y = np.take(Y, index, axis=axis)
+            continue
+        low = np.floor(x)
+        ratio = (x - low).astype(np.float64)
+        below = np.clip(low, 0, length - 1).astype(np.intp)
+        above = np.clip(low + 1, 0, length - 1).astype(np.intp)
+        shape = [1] * Y.ndim
+        shape[axis] = out_length
+        weight = ratio.reshape(shape)
+        Y = (np.take(Y, below, axis=axis) * (1 - weight) + np.take(Y, above, axis=axis) * weight).astype(
+            X.dtype
+        )
+    return Y
+
+
+def _original_coordinates(mode: str, x: np.ndarray, length: int, out_length: int, scale: float) -> np.ndarray:
+    """The spec's coordinate transforms; the resized length in them is ``scale * length`` (a float when
+    scales are given), as ONNX's reference implementation computes it."""
+    x = x.astype(np.float64)
+    resized = scale * length
+    if mode == "half_pixel":
+        return (x + 0.5) / scale - 0.5
+    if mode == "half_pixel_symmetric":
+        offset = length / 2 * (1 - out_length / resized)
+        return offset + (x + 0.5) / scale - 0.5
+    if mode == "pytorch_half_pixel":
+        return (x + 0.5) / scale - 0.5 if resized != 1 else np.full_like(x, -0.5)
+    if mode == "align_corners":
+        return x * (length - 1) / (resized - 1) if resized != 1 else np.zeros_like(x)
+    return x / scale  # asymmetric
+
+
 # ---------------------------------------------------------------------------------------------------
 # Dense
 # ---------------------------------------------------------------------------------------------------
@@ -324,7 +424,12 @@ OPS = {
 # to opset 28 (onnx 1.23); the version bumps of these ops not listed here only added types or moved an
 # attribute to an input (the old form is refused as an unknown attribute, never misread).
 NEWEST_OPSET = 28
-FIRST_OPSET = {"HardSwish": 14, "QuantizeLinear": 10, "DequantizeLinear": 10}  # the opset that added the op
+FIRST_OPSET = {
+    "HardSwish": 14,
+    "QuantizeLinear": 10,
+    "DequantizeLinear": 10,
+    "Resize": 11,
+}  # the opset that added the op
 CHANGED = {
     "Softmax": {1: Softmax_1, 13: Softmax},
     "ReduceMean": {1: ReduceMean_1, 18: ReduceMean},
