@@ -122,3 +122,37 @@ def test_a_segmentation_checkpoint_round_trips(tmp_path):
     with torch.no_grad():
         np.testing.assert_array_equal(loaded.eval()(x).numpy(), model(x).numpy())
     assert loaded.class_names == ["sky", "road", "car"] and loaded.segmentation_channels == 64
+
+
+def test_deeplabv3_is_torchvisions():
+    """DeepLabv3 (the V2 paper's segmentation head): torchvision's 11,029,328 parameters and 10.452 G
+    multiply-adds at 520 with its auxiliary head, and its masks from converted weights."""
+    model = mobilenets.create_model("deeplabv3_mobilenet_v3_large", aux_classifier=True)
+    profile = mobilenets.profile_module(model, 520)
+    assert profile.params == 11_029_328 and round(profile.madds / 1e9, 3) == 10.452
+    torch.manual_seed(0)
+    reference = segmentation.deeplabv3_mobilenet_v3_large(
+        weights=None, weights_backbone=None, num_classes=4, aux_loss=True
+    )
+    reference = randomize_batchnorm(reference.eval(), seed=2, resolution=96)
+    converted = mobilenets.convert(reference, "torchvision").model.eval()
+    x = structured_inputs(3, 96, seed=3)
+    with torch.no_grad():
+        expected = reference(x)
+        out, aux = converted.forward_with_aux(x)
+    assert _relative(expected["out"] - expected["out"].mean(0), expected["out"]) > 1e-2
+    assert _relative(out, expected["out"]) < 1e-4 and _relative(aux, expected["aux"]) < 1e-4
+    assert converted.config["aux_classifier"] is True
+
+
+def test_deeplabv3_on_any_variant_and_its_options():
+    model = mobilenets.create_model(
+        "deeplabv3_mobilenet_v2_035", num_classes=3, segmentation_channels=64
+    ).eval()
+    with torch.no_grad():
+        assert model(torch.randn(1, 3, 72, 88)).shape == (1, 3, 72, 88)
+    assert model.aux is None and model.head[0].project[0].out_channels == 64
+    with pytest.raises(ValueError, match="aux_classifier is a DeepLabv3 option"):
+        mobilenets.create_model("lraspp_mobilenet_v2_035", aux_classifier=True)
+    with pytest.raises(ValueError, match="is not a segmentation model"):
+        mobilenets.nn.registry.build_segmentation_model("mobilenet_v2_035")

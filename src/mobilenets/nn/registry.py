@@ -14,7 +14,13 @@ from functools import partial
 
 from .network import FeatureExtractor, MobileNet
 from .scaling import NetworkPlan, plan_v1, plan_v2, plan_v3
-from .segmentation import LRASPP, SEGMENTATION_PREFIX, segmentation_backbone_name
+from .segmentation import (
+    DEEPLAB_PREFIX,
+    LRASPP,
+    DeepLabV3,
+    is_segmentation_name,
+    segmentation_backbone_name,
+)
 
 
 @dataclass(frozen=True)
@@ -181,7 +187,7 @@ def build_model(
     ``head_conv=False`` (V3) drops the 1x1 conv after pooling, as a Keras base with include_top=False.
     Weights are composed on top of this by :func:`mobilenets.create_model` (``mobilenets.weights``).
     """
-    if name.startswith(SEGMENTATION_PREFIX):
+    if is_segmentation_name(name):
         raise ValueError(f"{name} is a segmentation model: build it with build_segmentation_model")
     variant = get_variant(name)
     family = FAMILIES[variant.family]
@@ -208,13 +214,18 @@ def build_segmentation_model(
     name: str,
     *,
     num_classes: int = 21,
-    segmentation_channels: int = 128,
+    segmentation_channels: int | None = None,
     output_stride: int = 16,
     atrous_style: str = "slim",
+    aux_classifier: bool = False,
     **options,
-) -> LRASPP:
-    """``lraspp_<variant>`` (e.g. "lraspp_mobilenet_v3_large" or "lraspp_mobilenet_v2_035"): the variant at
-    ``output_stride`` 16 or 8 with the LR-ASPP head (V3 Section 6.4); ``options`` go to the backbone."""
+) -> LRASPP | DeepLabV3:
+    """``lraspp_<variant>`` (V3 Section 6.4's LR-ASPP, 128 channels by default) or ``deeplabv3_<variant>``
+    (DeepLabv3's ASPP head, 256 channels, as V2 Section 6.3 evaluates it), e.g. "lraspp_mobilenet_v3_large"
+    or "deeplabv3_mobilenet_v2_035": the variant at ``output_stride`` 16 or 8 with that head; ``options``
+    go to the backbone. ``aux_classifier`` (DeepLabv3) adds torchvision's auxiliary head."""
+    if not is_segmentation_name(name):
+        raise ValueError(f"{name!r} is not a segmentation model: its name starts with lraspp_ or deeplabv3_")
     backbone = build_model(
         segmentation_backbone_name(name),
         num_classes=0,
@@ -222,11 +233,15 @@ def build_segmentation_model(
         atrous_style=atrous_style,
         **options,
     )
-    return LRASPP(backbone, num_classes, segmentation_channels)
+    if name.startswith(DEEPLAB_PREFIX):
+        return DeepLabV3(backbone, num_classes, segmentation_channels or 256, aux_classifier)
+    if aux_classifier:
+        raise ValueError("aux_classifier is a DeepLabv3 option; LR-ASPP has no auxiliary head")
+    return LRASPP(backbone, num_classes, segmentation_channels or 128)
 
 
 def build_from_config(arch: str, **config) -> MobileNet | LRASPP:
     """A model from a checkpoint's recorded config: classification or segmentation by its name."""
-    if arch.startswith(SEGMENTATION_PREFIX):
+    if is_segmentation_name(arch):
         return build_segmentation_model(arch, **config)
     return build_model(arch, **config)

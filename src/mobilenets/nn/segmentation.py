@@ -19,6 +19,8 @@ from torch.nn import functional as F
 from .network import MobileNet
 
 SEGMENTATION_PREFIX = "lraspp_"
+DEEPLAB_PREFIX = "deeplabv3_"
+SEGMENTATION_PREFIXES = (SEGMENTATION_PREFIX, DEEPLAB_PREFIX)
 
 
 class LRASPPHead(nn.Module):
@@ -108,6 +110,122 @@ class LRASPP(nn.Module):
         return F.interpolate(logits, size=size, mode="bilinear", align_corners=False)
 
 
+class ASPP(nn.Module):
+    """DeepLabv3's Atrous Spatial Pyramid Pooling (Chen et al. 2017, Section 3.3), as torchvision builds
+    it: a 1x1 branch, three 3x3 branches at ``rates``, an image-pooling branch, concatenated and
+    projected to ``channels`` (with dropout 0.5 in training)."""
+
+    def __init__(self, in_channels: int, rates: tuple[int, ...] = (12, 24, 36), channels: int = 256):
+        super().__init__()
+
+        def cbr(kernel: int, rate: int = 1) -> list[nn.Module]:
+            pad = rate if kernel == 3 else 0
+            conv = nn.Conv2d(in_channels, channels, kernel, padding=pad, dilation=rate, bias=False)
+            return [conv, nn.BatchNorm2d(channels), nn.ReLU()]
+
+        self.convs = nn.ModuleList(
+            [nn.Sequential(*cbr(1))]
+            + [nn.Sequential(*cbr(3, rate)) for rate in rates]
+            + [nn.Sequential(nn.AdaptiveAvgPool2d(1), *cbr(1))]
+        )
+        self.project = nn.Sequential(
+            nn.Conv2d(len(self.convs) * channels, channels, 1, bias=False),
+            nn.BatchNorm2d(channels),
+            nn.ReLU(),
+            nn.Dropout(0.5),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        branches = [conv(x) for conv in self.convs[:-1]]
+        pooled = self.convs[-1](x)
+        branches.append(F.interpolate(pooled, size=x.shape[-2:], mode="bilinear", align_corners=False))
+        return self.project(torch.cat(branches, dim=1))
+
+
+class DeepLabV3(nn.Module):
+    """A MobileNet backbone with DeepLabv3's head (ASPP, a 3x3 conv, a 1x1 classifier), as V2 Section 6.3
+    evaluates it and torchvision ships ``deeplabv3_mobilenet_v3_large``. ``aux_classifier=True`` adds
+    torchvision's auxiliary FCN head on the 1/8 map (training only: :meth:`forward_with_aux`)."""
+
+    def __init__(
+        self,
+        backbone: MobileNet,
+        num_classes: int = 21,
+        segmentation_channels: int = 256,
+        aux_classifier: bool = False,
+    ):
+        super().__init__()
+        if not isinstance(num_classes, int) or num_classes < 1:
+            raise ValueError(f"num_classes must be an integer >= 1, got {num_classes!r}")
+        if backbone.output_stride == 32:
+            raise ValueError("DeepLabv3 needs a backbone at output_stride 16 or 8 (dilated), not 32")
+        self.low_index, low_channels = _stride_8_tap(backbone)
+        self.stem, self.blocks, self.last_conv = backbone.stem, backbone.blocks, backbone.last_conv
+        c = segmentation_channels
+        self.head = nn.Sequential(
+            ASPP(backbone.num_features, channels=c),
+            nn.Conv2d(c, c, 3, padding=1, bias=False),
+            nn.BatchNorm2d(c),
+            nn.ReLU(),
+            nn.Conv2d(c, num_classes, 1),
+        )
+        self.aux = (
+            nn.Sequential(
+                nn.Conv2d(low_channels, low_channels // 4, 3, padding=1, bias=False),
+                nn.BatchNorm2d(low_channels // 4),
+                nn.ReLU(),
+                nn.Dropout(0.1),
+                nn.Conv2d(low_channels // 4, num_classes, 1),
+            )
+            if aux_classifier
+            else None
+        )
+        self.backbone_config = {k: v for k, v in backbone.config.items() if k not in ("arch", "num_classes")}
+        self.min_resolution, self.in_chans = backbone.min_resolution, backbone.in_chans
+        self.num_classes, self.segmentation_channels = num_classes, segmentation_channels
+        self.aux_classifier = aux_classifier
+        self.arch = DEEPLAB_PREFIX + (backbone.arch or "")
+        self.variant = getattr(backbone, "variant", None)
+        self.class_names: list[str] | None = None
+        self.preprocessing = None
+        _init_head(self.head)
+        if self.aux is not None:
+            _init_head(self.aux)
+
+    @property
+    def config(self) -> dict:
+        return {
+            "arch": self.arch,
+            "num_classes": self.num_classes,
+            "segmentation_channels": self.segmentation_channels,
+            **({"aux_classifier": True} if self.aux_classifier else {}),
+            **self.backbone_config,
+        }
+
+    def forward_with_aux(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(logits, auxiliary logits or None), both at the input's resolution."""
+        if x.dim() != 4 or x.shape[1] != self.in_chans or min(x.shape[-2:]) < self.min_resolution:
+            raise ValueError(
+                f"expected an input of shape (N, {self.in_chans}, H, W) with H, W >= {self.min_resolution}, "
+                f"got {tuple(x.shape)}"
+            )
+        size = x.shape[-2:]
+        x = self.stem(x)
+        low = None
+        for i, block in enumerate(self.blocks):
+            x = block(x)
+            if i == self.low_index:
+                low = x
+        out = F.interpolate(self.head(self.last_conv(x)), size=size, mode="bilinear", align_corners=False)
+        aux = None
+        if self.aux is not None:
+            aux = F.interpolate(self.aux(low), size=size, mode="bilinear", align_corners=False)
+        return out, aux
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_with_aux(x)[0]
+
+
 def _stride_8_tap(backbone: MobileNet) -> tuple[int, int]:
     """(index, channels) of the block whose stride brings the running stride to 8."""
     stride = backbone.plan.stem.stride
@@ -136,5 +254,11 @@ def segmentation_backbone_name(name: str) -> str:
     torchvision names it)."""
     from .registry import FAMILIES
 
-    rest = name.removeprefix(SEGMENTATION_PREFIX)
+    rest = name
+    for prefix in SEGMENTATION_PREFIXES:
+        rest = rest.removeprefix(prefix)
     return f"{rest}_100" if rest in FAMILIES else rest
+
+
+def is_segmentation_name(name: str) -> bool:
+    return name.startswith(SEGMENTATION_PREFIXES)

@@ -10,7 +10,7 @@ import importlib
 from torch import nn
 
 from ..nn.registry import VARIANTS, build_model, build_segmentation_model, get_variant
-from ..nn.segmentation import SEGMENTATION_PREFIX
+from ..nn.segmentation import is_segmentation_name
 from .comparison import REFERENCE_NETS
 from .profile import Profile
 from .published import PUBLISHED, check_all, check_cell, profile_named
@@ -43,7 +43,7 @@ def resolve_module(spec: str, num_classes: int = 1000) -> tuple[str, nn.Module]:
         except (ImportError, AttributeError) as error:
             raise ValueError(f"cannot load {spec!r}: {error}") from error
         return spec, factory()
-    if spec.startswith(SEGMENTATION_PREFIX):  # LR-ASPP at its usual 21 classes (VOC)
+    if is_segmentation_name(spec):  # LR-ASPP / DeepLabv3 at their usual 21 classes (VOC)
         return spec, build_segmentation_model(spec)
     get_variant(spec)  # raises with the allowed names
     return spec, build_model(spec, num_classes=num_classes)

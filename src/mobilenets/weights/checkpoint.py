@@ -169,6 +169,7 @@ CONFIG_TYPES = {
     "head_conv": bool,
     "atrous_style": str,
     "segmentation_channels": int,
+    "aux_classifier": bool,
 }
 MAX_CLASSES = 1_000_000
 MAX_IN_CHANS = 64

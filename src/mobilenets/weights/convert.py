@@ -25,12 +25,12 @@ import torch
 from torch import nn
 
 from ..nn.registry import build_model, build_segmentation_model, get_variant
-from ..nn.segmentation import SEGMENTATION_PREFIX, segmentation_backbone_name
+from ..nn.segmentation import DEEPLAB_PREFIX, is_segmentation_name, segmentation_backbone_name
 from . import from_timm, from_torchvision
 from .checkpoint import CheckpointError, check_state_dict
 from .from_keras import fine_tuned_keras_head, keras_names, keras_tensors, read_keras_weights
 from .from_timm import NO_TWIN, timm_names
-from .from_torchvision import lraspp_names, torchvision_names
+from .from_torchvision import segmentation_names, torchvision_names
 from .preprocessing import Preprocessing, imagenet_class_names
 from .slots import TF_OPTIONS, TIMM_OPTIONS, TIMM_PREPROCESSING, SourceArch, layer_slots
 
@@ -159,8 +159,13 @@ def _describe_module(module: nn.Module) -> tuple[str | None, Preprocessing | Non
         )
         return cfg["architecture"], pre
     name = type(module).__name__
-    if name == "LRASPP" and type(getattr(module, "backbone", None)).__name__ == "IntermediateLayerGetter":
-        return "lraspp_mobilenet_v3_large", None
+    if (
+        name in ("LRASPP", "DeepLabV3")
+        and type(getattr(module, "backbone", None)).__name__ == "IntermediateLayerGetter"
+    ):
+        return {"LRASPP": "lraspp_mobilenet_v3_large", "DeepLabV3": "deeplabv3_mobilenet_v3_large"}[
+            name
+        ], None
     if name == "MobileNetV2":
         return "mobilenet_v2", None
     if name == "MobileNetV3":
@@ -202,7 +207,7 @@ def convert(
     preprocessing = preprocessing or spec.preprocessing
     build = {**spec.options, **options}
 
-    if spec.arch.startswith(SEGMENTATION_PREFIX):
+    if is_segmentation_name(spec.arch):
         return _convert_segmentation(state, source, spec, build, num_classes, class_names, provenance, arch)
     probe = build_model(spec.arch, **build)
     names = {"torchvision": torchvision_names, "keras": keras_names}.get(source)
@@ -267,22 +272,27 @@ def convert(
 def _convert_segmentation(
     state, source, spec, build, num_classes, class_names, provenance, arch
 ) -> Converted:
-    """torchvision's LR-ASPP: the backbone's slots and the head's keys renamed, checked, loaded."""
+    """torchvision's LR-ASPP / DeepLabv3: the backbone's slots and the heads' keys renamed, checked, loaded."""
     if source != "torchvision":
         raise ValueError(f"segmentation weights convert from torchvision only, not {source}")
-    weight = state.get("classifier.low_classifier.weight")
+    deeplab = spec.arch.startswith(DEEPLAB_PREFIX)
+    classifier = "classifier.4.weight" if deeplab else "classifier.low_classifier.weight"
+    weight = state.get(classifier)
     if weight is None:
         raise CheckpointError(
-            "the torchvision weights have no classifier.low_classifier: is this an lraspp_mobilenet_v3_large file?"
+            f"the torchvision weights have no {classifier}: is --arch {arch} (a {spec.arch} file) right?"
         )
     classes = int(weight.shape[0])
     if num_classes is not None and num_classes != classes:
         raise CheckpointError(f"the {source} weights have {classes} classes, not {num_classes}")
-    model = build_segmentation_model(spec.arch, num_classes=classes, **build)
+    options = (
+        dict(build, aux_classifier=any(k.startswith("aux_classifier.") for k in state)) if deeplab else build
+    )
+    model = build_segmentation_model(spec.arch, num_classes=classes, **options)
     backbone = build_model(
         segmentation_backbone_name(spec.arch), num_classes=0, head_conv=False, output_stride=16, **build
     )
-    names = lraspp_names(model, backbone)
+    names = segmentation_names(model, backbone)
     missing = [
         theirs
         for ours, theirs in names.items()

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from ..nn.network import FeatureExtractor, MobileNet
 from ..nn.registry import build_model, build_segmentation_model, get_variant
-from ..nn.segmentation import LRASPP, SEGMENTATION_PREFIX
+from ..nn.segmentation import LRASPP, DeepLabV3, is_segmentation_name
 from .checkpoint import CheckpointError, load, read
 from .pretrained import PRETRAINED, load_pretrained
 
@@ -29,13 +29,14 @@ def create_model(
     memory_format: str = "channels_last",
     head_conv: bool = True,
     atrous_style: str = "slim",
-    segmentation_channels: int = 128,
+    segmentation_channels: int | None = None,
+    aux_classifier: bool = False,
     features_only: bool = False,
     out_indices: tuple[int, ...] | None = None,
     feature_location: str = "bottleneck",
     weights: str | None = None,
     reset_classifier: bool = False,
-) -> MobileNet | FeatureExtractor | LRASPP:
+) -> MobileNet | FeatureExtractor | LRASPP | DeepLabV3:
     """Build a registered model by name, e.g. ``create_model("mobilenet_v3_small_100", num_classes=5)``.
 
     ``bn_eps`` / ``bn_momentum`` default to the family's (torchvision's) values; ``padding="same"`` and
@@ -44,14 +45,16 @@ def create_model(
     ``head_conv=False`` (V3) drops the 1x1 conv after pooling, as a Keras base with include_top=False.
     ``"lraspp_<variant>"`` (``"lraspp_mobilenet_v3_large"``, ``"lraspp_mobilenet_v2_035"``, ...) is the
     variant at output stride 16 (or 8) with the LR-ASPP segmentation head (V3 Section 6.4);
-    ``num_classes`` defaults to 21 there, and ``segmentation_channels`` is the head's width (F=128).
+    ``"deeplabv3_<variant>"`` has DeepLabv3's ASPP head (``aux_classifier=True``: torchvision's auxiliary
+    head). ``num_classes`` defaults to 21 there; ``segmentation_channels`` is the head's width (LR-ASPP's
+    F=128, DeepLabv3's 256 by default).
 
     ``weights``: "torchvision" or "keras" (ImageNet weights through the torch.hub cache, see
     :mod:`mobilenets.weights.pretrained`), or the path of a native checkpoint for this architecture. With
     weights, a ``num_classes`` other than theirs needs ``reset_classifier=True`` (keeps the backbone,
     new classifier).
     """
-    segmentation = name.startswith(SEGMENTATION_PREFIX)
+    segmentation = is_segmentation_name(name)
     if num_classes is None:  # the task's usual default: ImageNet's 1000, or VOC's 21 for segmentation
         num_classes = 21 if segmentation else 1000
     if segmentation:
@@ -64,6 +67,7 @@ def create_model(
             name,
             num_classes=num_classes,
             segmentation_channels=segmentation_channels,
+            aux_classifier=aux_classifier,
             output_stride=16 if output_stride == 32 else output_stride,
             atrous_style=atrous_style,
             in_chans=in_chans,

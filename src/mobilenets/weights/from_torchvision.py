@@ -11,6 +11,9 @@ ARCHS = {
     "lraspp_mobilenet_v3_large": SourceArch(
         "lraspp_mobilenet_v3_large_100", {"bn_eps": 1e-3, "atrous_style": "torchvision"}
     ),
+    "deeplabv3_mobilenet_v3_large": SourceArch(
+        "deeplabv3_mobilenet_v3_large_100", {"bn_eps": 1e-3, "atrous_style": "torchvision"}
+    ),
     "mobilenet_v2": SourceArch("mobilenet_v2_100", {"bn_eps": 1e-5}),
     "mobilenet_v3_large": SourceArch("mobilenet_v3_large_100", {"bn_eps": 1e-3}),
     "mobilenet_v3_small": SourceArch("mobilenet_v3_small_100", {"bn_eps": 1e-3}),
@@ -49,10 +52,11 @@ def torchvision_names(model: nn.Module) -> list[str]:
     return names
 
 
-def lraspp_names(model: nn.Module, backbone: nn.Module) -> dict[str, str]:
-    """Our LR-ASPP state-dict keys -> torchvision's ``lraspp_mobilenet_v3_large`` keys. The backbone is
-    ``backbone.{i}`` (its ``features`` kept by IntermediateLayerGetter), named slot by slot through a
-    classifier-less twin (``backbone``); the head is ``classifier.*`` with our module names."""
+def segmentation_names(model: nn.Module, backbone: nn.Module) -> dict[str, str]:
+    """Our LR-ASPP / DeepLabv3 state-dict keys -> torchvision's. The backbone is ``backbone.{i}`` (its
+    ``features`` kept by IntermediateLayerGetter), named slot by slot through a classifier-less twin
+    (``backbone``); the heads are ``classifier.*`` (and DeepLabv3's ``aux_classifier.*``) with our
+    module names below them."""
     names = {}
     modules = dict(backbone.named_modules())
     for slot, name in zip(layer_slots(backbone), torchvision_names(backbone), strict=True):
@@ -60,4 +64,7 @@ def lraspp_names(model: nn.Module, backbone: nn.Module) -> dict[str, str]:
             names[f"{slot.module}.{param}"] = f"backbone.{name.removeprefix('features.')}.{param}"
     for key in model.head.state_dict():
         names[f"head.{key}"] = f"classifier.{key}"
+    if getattr(model, "aux", None) is not None:
+        for key in model.aux.state_dict():
+            names[f"aux.{key}"] = f"aux_classifier.{key}"
     return names
