@@ -10,6 +10,7 @@ from pathlib import Path
 from .arguments import positive_int
 
 TRAIN_FIELDS = (
+    "task",
     "model",
     "weights",
     "epochs",
@@ -35,7 +36,10 @@ TRAIN_FIELDS = (
 
 
 def _print_run_summary(result) -> None:
-    print(f"best val top-1 {result.best_top1:.1%} after {result.epochs_run} epochs; run folder {result.run}/")
+    metric = "mIoU" if result.history and "val_miou" in result.history[-1] else "top-1"
+    print(
+        f"best val {metric} {result.best_top1:.1%} after {result.epochs_run} epochs; run folder {result.run}/"
+    )
     if result.bad_files:
         print(f"skipped {len(result.bad_files)} unreadable files (listed in {result.run}/report.json)")
 
@@ -83,6 +87,11 @@ def add_train(commands) -> None:
     )
     train.add_argument(
         "--overwrite", action="store_true", help="replace an earlier run in --out (never other files)"
+    )
+    train.add_argument(
+        "--task",
+        choices=["classify", "segment"],
+        help="classify (default; class sub-folders) or segment (image + mask folders; an lraspp_ or deeplabv3_ --model)",
     )
     train.add_argument("--model")
     train.add_argument("--weights", help="torchvision, keras, timm, or a .safetensors checkpoint")

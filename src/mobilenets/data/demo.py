@@ -93,18 +93,70 @@ def render(label: int, rng: np.random.Generator, size: int = 112) -> Image.Image
         colour = rng.integers(0, 256, 3)
         if np.abs(colour - background).sum() > 180:
             break
-    fill = tuple(int(c) for c in colour)
-    kind = CLASSES[label]
+    _draw(draw, CLASSES[label], cx, cy, r, angle, tuple(int(c) for c in colour))
+    image = image.resize((size, size), Image.BILINEAR, reducing_gap=2.0)
+    image = image.filter(ImageFilter.GaussianBlur(rng.uniform(0, 0.8)))
+    noisy = np.asarray(image, dtype=np.float32) + rng.normal(0, rng.uniform(0, 12), (size, size, 3))
+    return Image.fromarray(noisy.clip(0, 255).astype(np.uint8), "RGB")
+
+
+def _draw(draw: ImageDraw.ImageDraw, kind: str, cx: float, cy: float, r: float, angle: float, fill) -> None:
     if kind == "circle":
         draw.ellipse([cx - r, cy - r, cx + r, cy + r], fill=fill)
     elif kind == "ring":
         draw.ellipse([cx - r, cy - r, cx + r, cy + r], outline=fill, width=int(r * 0.35))
     else:
         draw.polygon(_polygon(kind, cx, cy, r, angle), fill=fill)
+
+
+SEGMENTATION_CLASSES = ("background", *CLASSES)
+
+
+def render_scene(rng: np.random.Generator, size: int = 96) -> tuple[Image.Image, Image.Image]:
+    """An image with one to three shapes on a texture, and its mask: each pixel's class index
+    (0 background, then ``CLASSES`` from 1), drawn together at 2x; the mask is downsampled by nearest."""
+    big = size * 2
+    image = _texture(rng, size).resize((big, big), Image.BILINEAR)
+    mask = Image.new("L", (big, big), 0)
+    draw, mask_draw = ImageDraw.Draw(image), ImageDraw.Draw(mask)
+    background = np.asarray(image, dtype=np.float32).mean((0, 1))
+    for _ in range(int(rng.integers(1, 4))):
+        label = int(rng.integers(0, len(CLASSES)))
+        r = rng.uniform(0.14, 0.3) * big
+        cx, cy, angle = rng.uniform(r, big - r), rng.uniform(r, big - r), rng.uniform(0, 2 * math.pi)
+        for _ in range(20):
+            colour = rng.integers(0, 256, 3)
+            if np.abs(colour - background).sum() > 180:
+                break
+        _draw(draw, CLASSES[label], cx, cy, r, angle, tuple(int(c) for c in colour))
+        _draw(mask_draw, CLASSES[label], cx, cy, r, angle, label + 1)
     image = image.resize((size, size), Image.BILINEAR, reducing_gap=2.0)
-    image = image.filter(ImageFilter.GaussianBlur(rng.uniform(0, 0.8)))
-    noisy = np.asarray(image, dtype=np.float32) + rng.normal(0, rng.uniform(0, 12), (size, size, 3))
-    return Image.fromarray(noisy.clip(0, 255).astype(np.uint8), "RGB")
+    noisy = np.asarray(image, dtype=np.float32) + rng.normal(0, rng.uniform(0, 8), (size, size, 3))
+    return Image.fromarray(noisy.clip(0, 255).astype(np.uint8), "RGB"), mask.resize(
+        (size, size), Image.NEAREST
+    )
+
+
+def write_segmentation_dataset(
+    root: str | os.PathLike, train: int = 600, val: int = 150, size: int = 96, seed: int = 0
+) -> Path:
+    """Write {train,val}/images/*.jpg, {train,val}/masks/*.png (index masks) and classes.txt under
+    ``root``; skipped when ``root`` already holds a complete copy made with the same arguments."""
+    root = Path(root)
+    stamp = root / ".demo-segmentation"
+    signature = f"classes={','.join(SEGMENTATION_CLASSES)} train={train} val={val} size={size} seed={seed}\n"
+    if stamp.exists() and stamp.read_text() == signature:
+        return root
+    for split, count in (("train", train), ("val", val)):
+        (root / split / "images").mkdir(parents=True, exist_ok=True)
+        (root / split / "masks").mkdir(parents=True, exist_ok=True)
+        for index in range(count):
+            picture, mask = render_scene(np.random.default_rng([seed, SPLIT_SEEDS[split], index, 7]), size)
+            picture.save(root / split / "images" / f"{index:05d}.jpg", quality=92)
+            mask.save(root / split / "masks" / f"{index:05d}.png")
+    (root / "classes.txt").write_text("\n".join(SEGMENTATION_CLASSES) + "\n")
+    stamp.write_text(signature)
+    return root
 
 
 def image(split: str, index: int, seed: int = 0, size: int = 112) -> tuple[Image.Image, int]:

@@ -190,7 +190,8 @@ def collate_skip_bad(batch):
     if not good:
         return None, None, None, bad
     images = torch.stack([item[0] for item in good])
-    labels = torch.tensor([item[1] for item in good])
+    targets = [item[1] for item in good]  # class indices, or per-pixel masks (segmentation)
+    labels = torch.stack(targets) if isinstance(targets[0], torch.Tensor) else torch.tensor(targets)
     indices = torch.tensor([item[2] for item in good])
     return images, labels, indices, bad
 

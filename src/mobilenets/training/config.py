@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+TASK_NAMES = ("classify", "segment")
 OPTIMIZERS = ("rmsprop", "adamw", "sgd")
 SCHEDULES = ("cosine", "step")
 AMP_MODES = ("auto", "off", "bf16", "fp16")
@@ -17,11 +18,12 @@ AMP_MODES = ("auto", "off", "bf16", "fp16")
 class TrainConfig:
     """Everything a run depends on; saved as RUN/config.json and reused by ``--resume``."""
 
-    data: str  # image folder (class sub-folders, optional train/ and val/), or "demo"
+    data: str  # image folder (class sub-folders, optional train/ and val/; masks for segment), or "demo"
     out: str  # run folder: checkpoints, metrics, curves, report
     model: str = "mobilenet_v3_small_100"
     weights: str | None = None  # "torchvision" / "keras" / "timm" / a checkpoint; None = from scratch
     recipe: str = "finetune"  # the preset the fields below were filled from
+    task: str = "classify"  # "classify" (class folders) or "segment" (image + mask folders; lraspp_ / deeplabv3_ models)
     epochs: int = 10
     batch_size: int = 64  # global batch (split across DDP processes)
     image_size: int = 224  # training crop; evaluation resizes to image_size / crop ratio and centre-crops
@@ -59,6 +61,7 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         checks = [
+            (self.task in TASK_NAMES, f"task must be one of {TASK_NAMES}, got {self.task!r}"),
             (self.optimizer in OPTIMIZERS, f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}"),
             (self.schedule in SCHEDULES, f"schedule must be one of {SCHEDULES}, got {self.schedule!r}"),
             (self.amp in AMP_MODES, f"amp must be one of {AMP_MODES}, got {self.amp!r}"),
@@ -71,6 +74,15 @@ class TrainConfig:
             (self.lr > 0, f"lr must be > 0, got {self.lr}"),
             (0 <= self.ema_decay < 1, f"ema_decay must be in [0, 1), got {self.ema_decay}"),
         ]
+        segmentation_model = self.model.startswith(("lraspp_", "deeplabv3_"))
+        if segmentation_model != (self.task == "segment"):
+            checks.append(
+                (
+                    False,
+                    f"--task {self.task} does not fit --model {self.model}: segmentation needs an lraspp_<variant> "
+                    "or deeplabv3_<variant> model, classification a plain variant",
+                )
+            )
         for ok, message in checks:
             if not ok:
                 raise ValueError(message)

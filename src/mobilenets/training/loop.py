@@ -39,7 +39,7 @@ from .run_folder import (
     write_config,
     write_history,
 )
-from .task import Classification, Task
+from .task import TASKS, Task
 
 
 @torch.no_grad()
@@ -124,9 +124,12 @@ def _loader(dataset, batch_size, sampler, workers, generator, shuffle=False, dro
 
 def _resolve_data(config: TrainConfig) -> Path:
     if config.data == "demo":
-        from ..data.demo import write_dataset
+        from ..data.demo import write_dataset, write_segmentation_dataset
 
         root = Path(config.out) / "demo-data"
+        if config.task == "segment":
+            sizes = config.demo_images if "train" in config.demo_images else {}
+            return write_segmentation_dataset(root, **sizes, seed=config.seed)
         return write_dataset(root, **config.demo_images, seed=config.seed)
     return Path(config.data)
 
@@ -157,9 +160,10 @@ def _build_model(config: TrainConfig, num_classes: int, class_names: list[str]):
             resize=int(round(config.image_size / config.eval_crop)), crop=config.image_size
         )
     model.class_names = list(class_names)
-    if config.freeze_backbone:
+    if config.freeze_backbone:  # the classifier, or a segmentation model's heads, train alone
+        trained = ("classifier.",) if config.task == "classify" else ("head.", "aux.")
         for name, param in model.named_parameters():
-            param.requires_grad = name.startswith("classifier.")
+            param.requires_grad = name.startswith(trained)
     return model
 
 
@@ -182,7 +186,7 @@ def fit(
 
     A fresh run (``resume=False``) needs a new or empty ``config.out``; ``overwrite`` lets it replace an
     earlier run there (never a folder holding other files). ``task`` defaults to classification."""
-    run = _start(config, task or Classification(), resume, overwrite, progress)
+    run = _start(config, task or TASKS[config.task](), resume, overwrite, progress)
     for epoch in range(run.start_epoch, config.epochs):
         sums, seen, seconds = _train_epoch(run, epoch, progress)
         _share_between_processes(run)

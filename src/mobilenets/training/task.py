@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from ..data.folders import FolderDataset, Split, eval_transform, split_folder, train_transform
+from ..data.segmentation import IGNORE_INDEX, JointTransform, MaskDataset, MaskSplit, scan_masks
 from ..weights.preprocessing import Preprocessing
 from .config import TrainConfig
 
@@ -88,3 +89,64 @@ class Classification:
     def validate(self, outputs: torch.Tensor, targets: torch.Tensor) -> dict[str, float]:
         loss = float(self._loss(outputs, targets)) if len(targets) and self._loss else float("nan")
         return {"loss": loss, "top1": accuracy(outputs, targets, 1), "top5": accuracy(outputs, targets, 5)}
+
+
+class Segmentation:
+    """Per-pixel classes from image + mask folders (:mod:`mobilenets.data.segmentation`): cross-entropy
+    that skips ignored pixels (255), pixel accuracy while training, mean IoU (picks the best epoch) and
+    pixel accuracy on validation."""
+
+    name = "segmentation"
+    best_metric = "miou"
+
+    def __init__(self) -> None:
+        self._loss: nn.Module | None = None
+
+    def split(self, root: Path, config: TrainConfig) -> MaskSplit:
+        return scan_masks(root, config.val_fraction, config.seed)
+
+    def datasets(self, split: MaskSplit, config: TrainConfig, preprocessing: Preprocessing):
+        classes = len(split.classes)
+        train = MaskDataset(
+            split.train, JointTransform(config.image_size, preprocessing, train=True), classes
+        )
+        val = MaskDataset(split.val, JointTransform(config.image_size, preprocessing, train=False), classes)
+        return train, val
+
+    def criterion(self, config: TrainConfig) -> nn.Module:
+        self._loss = nn.CrossEntropyLoss(ignore_index=IGNORE_INDEX)
+        return self._loss
+
+    def batch_sums(self, outputs: torch.Tensor, targets: torch.Tensor) -> dict[str, float]:
+        valid = targets != IGNORE_INDEX
+        correct = ((outputs.argmax(1) == targets) & valid).sum((1, 2))
+        return {"pixel_acc": float((correct / valid.sum((1, 2)).clamp(min=1)).sum())}
+
+    def validate(self, outputs: torch.Tensor, targets: torch.Tensor) -> dict[str, float]:
+        if not len(targets):
+            return {"loss": float("nan"), "miou": float("nan"), "pixel_acc": float("nan")}
+        confusion = confusion_matrix(outputs.argmax(1), targets, outputs.shape[1])
+        return {
+            "loss": float(self._loss(outputs, targets)) if self._loss else float("nan"),
+            **iou_metrics(confusion),
+        }
+
+
+def confusion_matrix(predicted: torch.Tensor, targets: torch.Tensor, classes: int) -> torch.Tensor:
+    """(classes, classes) pixel counts, row = true class, column = predicted; ignored pixels left out."""
+    valid = targets != IGNORE_INDEX
+    index = targets[valid] * classes + predicted[valid]
+    return torch.bincount(index, minlength=classes * classes).reshape(classes, classes)
+
+
+def iou_metrics(confusion: torch.Tensor) -> dict[str, float]:
+    """Mean IoU over the classes that occur (in the truth or the prediction) and pixel accuracy."""
+    confusion = confusion.double()
+    true_positive = confusion.diag()
+    union = confusion.sum(0) + confusion.sum(1) - true_positive
+    present = union > 0
+    miou = float((true_positive[present] / union[present]).mean()) if present.any() else float("nan")
+    return {"miou": miou, "pixel_acc": float(true_positive.sum() / confusion.sum().clamp(min=1))}
+
+
+TASKS = {"classify": Classification, "segment": Segmentation}

@@ -1,0 +1,70 @@
+"""The same loop trains segmentation (the Segmentation task): LR-ASPP on the demo masks, bad pairs
+reported, the best checkpoint a model that loads, and a task that does not fit its model refused."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import mobilenets
+from mobilenets.cli import main
+from mobilenets.data import demo
+from mobilenets.nn.segmentation import LRASPP
+from mobilenets.training import RunFiles, config_from_recipe, fit
+
+TINY = dict(
+    task="segment",
+    model="lraspp_mobilenet_v3_small_050",
+    epochs=3,
+    batch_size=8,
+    image_size=48,
+    lr=3e-3,
+    workers=0,
+    seed=1,
+    demo_images={"train": 24, "val": 8, "size": 64},
+)
+
+
+def test_lraspp_trains_on_the_demo_masks(tmp_path):
+    out = tmp_path / "run"
+    result = fit(config_from_recipe("scratch", data="demo", out=str(out), **TINY), progress=False)
+    files = RunFiles(out)
+    history = [json.loads(line) for line in files.metrics.read_text().splitlines()]
+    assert [r["epoch"] for r in history] == [0, 1, 2]
+    assert {"train_loss", "train_pixel_acc", "val_loss", "val_miou", "val_pixel_acc"} <= set(history[0])
+    assert result.best_top1 == max(r["val_miou"] for r in history)  # the best epoch is the best mIoU
+    assert history[-1]["train_loss"] < history[0]["train_loss"]
+    assert all(0 <= r["val_miou"] <= 1 and 0 <= r["val_pixel_acc"] <= 1 for r in history)
+    report = json.loads(files.report.read_text())
+    assert report["task"] == "segmentation" and report["classes"] == list(demo.SEGMENTATION_CLASSES)
+    model, _ = mobilenets.load(files.best)
+    assert isinstance(model, LRASPP) and model.class_names == list(demo.SEGMENTATION_CLASSES)
+    with torch.no_grad():
+        assert model.eval()(torch.randn(1, 3, 48, 48)).shape == (1, 7, 48, 48)
+
+
+def test_a_bad_mask_is_reported_and_the_run_finishes(tmp_path):
+    root = demo.write_segmentation_dataset(tmp_path / "data", train=16, val=4, size=64)
+    Image.fromarray(np.full((64, 64), 9, np.uint8), "L").save(root / "train" / "masks" / "00003.png")
+    (root / "train" / "masks" / "00005.png").write_bytes(b"not a png")
+    settings = {k: v for k, v in TINY.items() if k != "demo_images"}
+    result = fit(
+        config_from_recipe("scratch", data=str(root), out=str(tmp_path / "run"), **settings), progress=False
+    )
+    reasons = {entry["path"].rsplit("/", 1)[-1]: entry["reason"] for entry in result.bad_files}
+    assert reasons["00003.png"].endswith("masks/00003.png: class index 9 out of range (0..6, 255)")
+    assert "masks/00005.png: unreadable mask" in reasons["00005.png"]
+    assert result.epochs_run == 3
+
+
+def test_a_task_that_does_not_fit_the_model_is_refused(tmp_path, capsys):
+    with pytest.raises(ValueError, match="--task segment does not fit --model mobilenet_v3_small_050"):
+        config_from_recipe(
+            "scratch", data="demo", out=str(tmp_path), **{**TINY, "model": "mobilenet_v3_small_050"}
+        )
+    assert (
+        main(["train", "demo", "--out", str(tmp_path / "r"), "--model", "lraspp_mobilenet_v3_small_050"]) == 2
+    )
+    assert "--task classify does not fit --model lraspp_mobilenet_v3_small_050" in capsys.readouterr().err
