@@ -68,3 +68,29 @@ def test_a_task_that_does_not_fit_the_model_is_refused(tmp_path, capsys):
         main(["train", "demo", "--out", str(tmp_path / "r"), "--model", "lraspp_mobilenet_v3_small_050"]) == 2
     )
     assert "--task classify does not fit --model lraspp_mobilenet_v3_small_050" in capsys.readouterr().err
+
+
+def test_evaluate_and_predict_masks(tmp_path, capsys):
+    out = tmp_path / "run"
+    fit(config_from_recipe("scratch", data="demo", out=str(out), **{**TINY, "epochs": 1}), progress=False)
+    assert main(["evaluate", str(out), "demo", "--workers", "0"]) == 0
+    printed = capsys.readouterr().out
+    evaluation = json.loads((out / "eval" / "evaluation.json").read_text())
+    assert printed.startswith(f"mIoU {evaluation['miou']:.2%}") and evaluation["samples"] == 8
+    assert [c["class"] for c in evaluation["per_class"]] == list(demo.SEGMENTATION_CLASSES)
+    assert sum(c["pixels"] for c in evaluation["per_class"]) == 8 * 48 * 48  # the val masks, at 48 px
+    assert (out / "eval" / "confusion.png").read_bytes()[:4] == b"\x89PNG"
+    images = out / "demo-data" / "val" / "images"
+    masks = tmp_path / "masks"
+    assert main(["predict", str(out), str(images), "--out", str(masks), "--workers", "0"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) == 8 and lines[0].startswith(f"{images / '00000.jpg'}: {masks / '00000.png'} (")
+    written = Image.open(masks / "00000.png")
+    assert written.mode == "P" and written.size == (64, 64)  # the image's own size, not the model's 48
+    assert set(np.unique(np.asarray(written))) <= set(range(7))
+    assert Image.open(masks / "00000_overlay.png").mode == "RGB"
+    # Nothing is replaced, and a mask model needs --out.
+    assert main(["predict", str(out), str(images), "--out", str(masks), "--workers", "0"]) == 2
+    assert "00000.png exists: predict writes into a new or empty --out folder" in capsys.readouterr().err
+    assert main(["predict", str(out), str(images), "--workers", "0"]) == 2
+    assert "a segmentation model predicts masks: pass --out DIR" in capsys.readouterr().err

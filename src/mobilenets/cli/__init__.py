@@ -42,7 +42,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return args.func(args)
-    except (ValueError, FileNotFoundError, NotImplementedError) as error:  # CheckpointError is a ValueError
+    except (
+        ValueError,
+        FileNotFoundError,
+        FileExistsError,
+        NotImplementedError,
+    ) as error:  # CheckpointError is a ValueError
         print(f"mobilenets {args.command}: error: {error}", file=sys.stderr)
         return 2
     except ImportError as error:  # a package not installed: optional ones, or torch in a NumPy-only install

@@ -129,14 +129,22 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         Path(args.source) / "eval" if Path(args.source).is_dir() else Path(args.source).with_suffix("")
     )
     result = evaluate(args.source, args.data, out=out, batch_size=args.batch_size, workers=args.workers)
-    print(f"top-1 {result.top1:.2%}  top-5 {result.top5:.2%}  on {result.samples} images")
     from ..numbers.report import format_table
 
-    rows = [
-        [c["class"], str(c["support"]), f"{c['precision']:.3f}", f"{c['recall']:.3f}"]
-        for c in result.per_class
-    ]
-    print(format_table(["class", "images", "precision", "recall"], rows))
+    if hasattr(result, "miou"):  # a segmentation model
+        print(f"mIoU {result.miou:.2%}  pixel accuracy {result.pixel_acc:.2%}  on {result.samples} images")
+        rows = [
+            [c["class"], str(c["pixels"]), "-" if c["iou"] is None else f"{c['iou']:.3f}"]
+            for c in result.per_class
+        ]
+        print(format_table(["class", "pixels", "IoU"], rows))
+    else:
+        print(f"top-1 {result.top1:.2%}  top-5 {result.top5:.2%}  on {result.samples} images")
+        rows = [
+            [c["class"], str(c["support"]), f"{c['precision']:.3f}", f"{c['recall']:.3f}"]
+            for c in result.per_class
+        ]
+        print(format_table(["class", "images", "precision", "recall"], rows))
     if result.bad_files:
         print(
             f"skipped {len(result.bad_files)} unreadable files: "
@@ -148,7 +156,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 def add_evaluate(commands) -> None:
     evaluate = commands.add_parser(
-        "evaluate", help="top-1/top-5, per-class precision/recall, confusion matrix"
+        "evaluate",
+        help="top-1/top-5, per-class precision/recall (or mIoU for segmentation), confusion matrix",
     )
     evaluate.add_argument("source", metavar="RUN|CKPT")
     evaluate.add_argument(
@@ -173,13 +182,21 @@ def cmd_predict(args: argparse.Namespace) -> int:
         )
     bad = 0
     for item in predict(
-        args.source, args.target, top_k=args.top_k, batch_size=args.batch_size, workers=args.workers
+        args.source,
+        args.target,
+        top_k=args.top_k,
+        batch_size=args.batch_size,
+        workers=args.workers,
+        out=args.out,
     ):
         if isinstance(item, BadFile):
             bad += 1
             print(f"skipping {item.reason}", file=sys.stderr)
             continue
-        if args.json:
+        if hasattr(item, "mask"):  # a segmentation model: the mask was written
+            shares = ", ".join(f"{c} {f:.0%}" for c, f in item.fractions[: args.top_k])
+            print(f"{item.path}: {item.mask} ({shares})")
+        elif args.json:
             print(
                 json.dumps(
                     {"path": item.path, "top": [{"class": c, "prob": round(p, 6)} for c, p in item.top]}
@@ -196,13 +213,17 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 
 def add_predict(commands) -> None:
-    predict = commands.add_parser("predict", help="top-k classes for an image or every image under a folder")
+    predict = commands.add_parser(
+        "predict",
+        help="top-k classes (or masks, for segmentation) for an image or every image under a folder",
+    )
     predict.add_argument("source", metavar="RUN|CKPT")
     predict.add_argument("target", metavar="IMAGE|DIR")
     predict.add_argument("--top-k", type=positive_int, default=5)
     fmt = predict.add_mutually_exclusive_group()
     fmt.add_argument("--json", action="store_true", help="one JSON object per line")
     fmt.add_argument("--csv", action="store_true")
+    predict.add_argument("--out", help="segmentation models: the folder for the mask and overlay PNGs")
     predict.add_argument("--batch-size", type=positive_int, default=32)
     predict.add_argument("--workers", type=int, default=2)
     predict.set_defaults(func=cmd_predict)

@@ -20,8 +20,10 @@ from ..data.folders import (
     list_images,
     scan,
 )
+from ..nn.segmentation import is_segmentation_name
 from ..weights.checkpoint import atomic_write, load, resolve_checkpoint
 from .loop import predict_loader
+from .masks import MaskPrediction, evaluate_masks, predict_masks
 from .task import accuracy
 
 
@@ -63,8 +65,11 @@ def evaluate(
     workers: int = 2,
     image_size: int | None = None,
 ) -> Evaluation:
-    """Top-1 / top-5, per-class precision and recall, and the confusion matrix (JSON + PNG in ``out``)."""
+    """Top-1 / top-5, per-class precision and recall, and the confusion matrix (JSON + PNG in ``out``).
+    A segmentation model is evaluated on masks instead (:func:`.masks.evaluate_masks`: mean IoU)."""
     model, device = load_for_inference(source)
+    if is_segmentation_name(model.arch or ""):
+        return evaluate_masks(model, device, Path(source), data, out, min(batch_size, 16), workers)
     source_path = Path(source)
     folder = _eval_folder(data, source_path if source_path.is_dir() else None)
     folder_classes, samples = scan(folder)
@@ -123,7 +128,9 @@ def evaluate(
     return result
 
 
-def plot_confusion(result: Evaluation, path: Path) -> None:
+def plot_confusion(result, path: Path) -> None:
+    """Rows normalised (recall per class); an Evaluation (images) or a MaskEvaluation (pixels)."""
+    headline = f"mIoU {result.miou:.1%}" if hasattr(result, "miou") else f"top-1 {result.top1:.1%}"
     import matplotlib
 
     matplotlib.use("Agg")
@@ -147,7 +154,7 @@ def plot_confusion(result: Evaluation, path: Path) -> None:
     ax.set(
         xlabel="predicted",
         ylabel="true",
-        title=f"Confusion matrix (top-1 {result.top1:.1%}, {result.samples} images)",
+        title=f"Confusion matrix ({headline}, {result.samples} images)",
     )
     fig.colorbar(image, ax=ax, fraction=0.046, label="fraction of the true class")
     fig.tight_layout()
@@ -172,9 +179,16 @@ def predict(
     top_k: int = 5,
     batch_size: int = 32,
     workers: int = 2,
-) -> Iterator[Prediction | BadFile]:
-    """Stream predictions batch by batch; a bad file is yielded as a BadFile and the stream goes on."""
+    out: str | os.PathLike | None = None,
+) -> Iterator[Prediction | BadFile | MaskPrediction]:
+    """Stream predictions batch by batch; a bad file is yielded as a BadFile and the stream goes on.
+    A segmentation model writes masks and overlays into ``out`` (:func:`.masks.predict_masks`)."""
     model, device = load_for_inference(source)
+    if is_segmentation_name(model.arch or ""):
+        if out is None:
+            raise ValueError("a segmentation model predicts masks: pass --out DIR for the mask PNGs")
+        yield from predict_masks(model, device, target, out)
+        return
     files = list_images(target)
     names = model.class_names or [str(i) for i in range(model.num_classes)]
     k = max(1, min(top_k, len(names)))
