@@ -101,7 +101,7 @@ def test_every_family_segments_at_the_input_resolution(name, output_stride):
 
 
 def test_segmentation_options_are_checked():
-    with pytest.raises(ValueError, match="LR-ASPP needs a backbone at output_stride 16 or 8"):
+    with pytest.raises(ValueError, match="LRASPP needs a backbone at output_stride 16 or 8"):
         mobilenets.nn.registry.build_segmentation_model("lraspp_mobilenet_v2_100", output_stride=32)
     with pytest.raises(ValueError, match="num_classes must be an integer >= 1"):
         mobilenets.create_model("lraspp_mobilenet_v2_100", num_classes=0)

@@ -54,34 +54,41 @@ class LRASPPHead(nn.Module):
         return self.low_classifier(low) + self.high_classifier(x)
 
 
-class LRASPP(nn.Module):
-    """A MobileNet backbone (no pooling, head or classifier) with the LR-ASPP head; ``forward`` returns
-    per-pixel logits (N, num_classes, H, W) at the input's resolution."""
+class SegmentationNetwork(nn.Module):
+    """What LR-ASPP and DeepLabv3 share: a MobileNet backbone without pooling, head or classifier (at
+    output stride 16 or 8), its 1/8 tap, the options that rebuild it, and per-pixel logits upsampled to
+    the input. Subclasses add ``head`` and say how it maps (low, high) to logits."""
 
-    def __init__(self, backbone: MobileNet, num_classes: int = 21, segmentation_channels: int = 128):
+    prefix = ""
+
+    def __init__(self, backbone: MobileNet, num_classes: int, segmentation_channels: int):
         super().__init__()
         if not isinstance(num_classes, int) or num_classes < 1:
             raise ValueError(f"num_classes must be an integer >= 1, got {num_classes!r}")
         if not isinstance(segmentation_channels, int) or segmentation_channels < 1:
             raise ValueError(f"segmentation_channels must be an integer >= 1, got {segmentation_channels!r}")
         if backbone.output_stride == 32:
-            raise ValueError("LR-ASPP needs a backbone at output_stride 16 or 8 (dilated), not 32")
-        self.low_index, low_channels = _stride_8_tap(backbone)
+            raise ValueError(
+                f"{type(self).__name__} needs a backbone at output_stride 16 or 8 (dilated), not 32"
+            )
+        self.low_index, self.low_channels = _stride_8_tap(backbone)
         self.stem, self.blocks, self.last_conv = backbone.stem, backbone.blocks, backbone.last_conv
-        # The head's BN keeps PyTorch's defaults (eps 1e-5), as torchvision's head does, whatever the
-        # backbone's (V3: 1e-3): its weights convert unchanged.
-        self.head = LRASPPHead(low_channels, backbone.num_features, num_classes, segmentation_channels)
+        self.high_channels = backbone.num_features
         self.backbone_config = {k: v for k, v in backbone.config.items() if k not in ("arch", "num_classes")}
         self.min_resolution, self.in_chans = backbone.min_resolution, backbone.in_chans
         self.num_classes, self.segmentation_channels = num_classes, segmentation_channels
-        self.arch = SEGMENTATION_PREFIX + (backbone.arch or "")
+        self.arch = self.prefix + (backbone.arch or "")
         self.variant = getattr(backbone, "variant", None)
         self.class_names: list[str] | None = None
         self.preprocessing = None
-        _init_head(self.head)
-        stem_weight = backbone.stem.conv.weight
-        if not stem_weight.is_contiguous():  # the backbone is channels-last: so is the head
-            self.head.to(memory_format=torch.channels_last)
+        self.channels_last = not backbone.stem.conv.weight.is_contiguous()  # the backbone's memory format
+
+    def _finish_heads(self, *heads: nn.Module) -> None:
+        """torchvision's head init, and the backbone's memory format for the heads too."""
+        for head in heads:
+            _init_head(head)
+            if self.channels_last:
+                head.to(memory_format=torch.channels_last)
 
     @property
     def config(self) -> dict:
@@ -90,24 +97,49 @@ class LRASPP(nn.Module):
             "arch": self.arch,
             "num_classes": self.num_classes,
             "segmentation_channels": self.segmentation_channels,
+            **self.extra_config(),
             **self.backbone_config,
         }
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def extra_config(self) -> dict:
+        return {}
+
+    def features(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(the 1/8 map, the last map) of the backbone."""
         if x.dim() != 4 or x.shape[1] != self.in_chans or min(x.shape[-2:]) < self.min_resolution:
             raise ValueError(
                 f"expected an input of shape (N, {self.in_chans}, H, W) with H, W >= {self.min_resolution}, "
                 f"got {tuple(x.shape)}"
             )
-        size = x.shape[-2:]
         x = self.stem(x)
         low = None
         for i, block in enumerate(self.blocks):
             x = block(x)
             if i == self.low_index:
                 low = x
-        logits = self.head(low, self.last_conv(x))
-        return F.interpolate(logits, size=size, mode="bilinear", align_corners=False)
+        return low, self.last_conv(x)
+
+
+def _upsample(x: torch.Tensor, size) -> torch.Tensor:
+    return F.interpolate(x, size=size, mode="bilinear", align_corners=False)
+
+
+class LRASPP(SegmentationNetwork):
+    """A MobileNet backbone with the LR-ASPP head; ``forward`` returns per-pixel logits
+    (N, num_classes, H, W) at the input's resolution."""
+
+    prefix = SEGMENTATION_PREFIX
+
+    def __init__(self, backbone: MobileNet, num_classes: int = 21, segmentation_channels: int = 128):
+        super().__init__(backbone, num_classes, segmentation_channels)
+        # The head's BN keeps PyTorch's defaults (eps 1e-5), as torchvision's head does, whatever the
+        # backbone's (V3: 1e-3): its weights convert unchanged.
+        self.head = LRASPPHead(self.low_channels, self.high_channels, num_classes, segmentation_channels)
+        self._finish_heads(self.head)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        low, high = self.features(x)
+        return _upsample(self.head(low, high), x.shape[-2:])
 
 
 class ASPP(nn.Module):
@@ -142,10 +174,12 @@ class ASPP(nn.Module):
         return self.project(torch.cat(branches, dim=1))
 
 
-class DeepLabV3(nn.Module):
+class DeepLabV3(SegmentationNetwork):
     """A MobileNet backbone with DeepLabv3's head (ASPP, a 3x3 conv, a 1x1 classifier), as V2 Section 6.3
     evaluates it and torchvision ships ``deeplabv3_mobilenet_v3_large``. ``aux_classifier=True`` adds
     torchvision's auxiliary FCN head on the 1/8 map (training only: :meth:`forward_with_aux`)."""
+
+    prefix = DEEPLAB_PREFIX
 
     def __init__(
         self,
@@ -154,73 +188,35 @@ class DeepLabV3(nn.Module):
         segmentation_channels: int = 256,
         aux_classifier: bool = False,
     ):
-        super().__init__()
-        if not isinstance(num_classes, int) or num_classes < 1:
-            raise ValueError(f"num_classes must be an integer >= 1, got {num_classes!r}")
-        if backbone.output_stride == 32:
-            raise ValueError("DeepLabv3 needs a backbone at output_stride 16 or 8 (dilated), not 32")
-        self.low_index, low_channels = _stride_8_tap(backbone)
-        self.stem, self.blocks, self.last_conv = backbone.stem, backbone.blocks, backbone.last_conv
-        c = segmentation_channels
+        super().__init__(backbone, num_classes, segmentation_channels)
+        c, low = segmentation_channels, self.low_channels
         self.head = nn.Sequential(
-            ASPP(backbone.num_features, channels=c),
+            ASPP(self.high_channels, channels=c),
             nn.Conv2d(c, c, 3, padding=1, bias=False),
             nn.BatchNorm2d(c),
             nn.ReLU(),
             nn.Conv2d(c, num_classes, 1),
         )
-        self.aux = (
-            nn.Sequential(
-                nn.Conv2d(low_channels, low_channels // 4, 3, padding=1, bias=False),
-                nn.BatchNorm2d(low_channels // 4),
+        self.aux_classifier = aux_classifier
+        self.aux = None
+        if aux_classifier:
+            self.aux = nn.Sequential(
+                nn.Conv2d(low, low // 4, 3, padding=1, bias=False),
+                nn.BatchNorm2d(low // 4),
                 nn.ReLU(),
                 nn.Dropout(0.1),
-                nn.Conv2d(low_channels // 4, num_classes, 1),
+                nn.Conv2d(low // 4, num_classes, 1),
             )
-            if aux_classifier
-            else None
-        )
-        self.backbone_config = {k: v for k, v in backbone.config.items() if k not in ("arch", "num_classes")}
-        self.min_resolution, self.in_chans = backbone.min_resolution, backbone.in_chans
-        self.num_classes, self.segmentation_channels = num_classes, segmentation_channels
-        self.aux_classifier = aux_classifier
-        self.arch = DEEPLAB_PREFIX + (backbone.arch or "")
-        self.variant = getattr(backbone, "variant", None)
-        self.class_names: list[str] | None = None
-        self.preprocessing = None
-        _init_head(self.head)
-        if self.aux is not None:
-            _init_head(self.aux)
+        self._finish_heads(*[h for h in (self.head, self.aux) if h is not None])
 
-    @property
-    def config(self) -> dict:
-        return {
-            "arch": self.arch,
-            "num_classes": self.num_classes,
-            "segmentation_channels": self.segmentation_channels,
-            **({"aux_classifier": True} if self.aux_classifier else {}),
-            **self.backbone_config,
-        }
+    def extra_config(self) -> dict:
+        return {"aux_classifier": True} if self.aux_classifier else {}
 
     def forward_with_aux(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         """(logits, auxiliary logits or None), both at the input's resolution."""
-        if x.dim() != 4 or x.shape[1] != self.in_chans or min(x.shape[-2:]) < self.min_resolution:
-            raise ValueError(
-                f"expected an input of shape (N, {self.in_chans}, H, W) with H, W >= {self.min_resolution}, "
-                f"got {tuple(x.shape)}"
-            )
-        size = x.shape[-2:]
-        x = self.stem(x)
-        low = None
-        for i, block in enumerate(self.blocks):
-            x = block(x)
-            if i == self.low_index:
-                low = x
-        out = F.interpolate(self.head(self.last_conv(x)), size=size, mode="bilinear", align_corners=False)
-        aux = None
-        if self.aux is not None:
-            aux = F.interpolate(self.aux(low), size=size, mode="bilinear", align_corners=False)
-        return out, aux
+        low, high = self.features(x)
+        out = _upsample(self.head(high), x.shape[-2:])
+        return out, (_upsample(self.aux(low), x.shape[-2:]) if self.aux is not None else None)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_with_aux(x)[0]

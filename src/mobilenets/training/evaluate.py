@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -21,9 +20,10 @@ from ..data.folders import (
     scan,
 )
 from ..nn.segmentation import is_segmentation_name
-from ..weights.checkpoint import atomic_write, load, resolve_checkpoint
+from ..weights.checkpoint import load, resolve_checkpoint
 from .loop import predict_loader
 from .masks import MaskPrediction, evaluate_masks, predict_masks
+from .plots import write_evaluation
 from .task import accuracy
 
 
@@ -119,47 +119,8 @@ def evaluate(
         bad.report(),
     )
     if out is not None:
-        out = Path(out)
-        out.mkdir(parents=True, exist_ok=True)
-        atomic_write(
-            out / "evaluation.json", lambda tmp: tmp.write_text(json.dumps(result.to_dict(), indent=2))
-        )
-        plot_confusion(result, out / "confusion.png")
+        write_evaluation(result, out)
     return result
-
-
-def plot_confusion(result, path: Path) -> None:
-    """Rows normalised (recall per class); an Evaluation (images) or a MaskEvaluation (pixels)."""
-    headline = f"mIoU {result.miou:.1%}" if hasattr(result, "miou") else f"top-1 {result.top1:.1%}"
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import numpy as np
-
-    matrix = np.array(result.confusion, dtype=float)
-    rows = matrix.sum(1, keepdims=True)
-    normalised = np.divide(matrix, rows, out=np.zeros_like(matrix), where=rows > 0)
-    n = len(result.classes)
-    fig, ax = plt.subplots(figsize=(max(5, 0.6 * n + 2), max(4, 0.6 * n + 1.5)))
-    image = ax.imshow(normalised, cmap="Blues", vmin=0, vmax=1)
-    if n <= 30:
-        ax.set_xticks(range(n), result.classes, rotation=45, ha="right")
-        ax.set_yticks(range(n), result.classes)
-        for i in range(n):
-            for j in range(n):
-                if matrix[i, j]:
-                    colour = "white" if normalised[i, j] > 0.5 else "black"
-                    ax.text(j, i, int(matrix[i, j]), ha="center", va="center", color=colour, fontsize=8)
-    ax.set(
-        xlabel="predicted",
-        ylabel="true",
-        title=f"Confusion matrix ({headline}, {result.samples} images)",
-    )
-    fig.colorbar(image, ax=ax, fraction=0.046, label="fraction of the true class")
-    fig.tight_layout()
-    atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=100, format="png"))
-    plt.close(fig)
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -3,7 +3,6 @@ confusion matrix; predicted masks written as index PNGs (palette) and colour ove
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -15,7 +14,7 @@ from PIL import Image
 
 from ..data.folders import BadFile, BadFileLog, BadImage, collate_skip_bad, list_images, load_image
 from ..data.segmentation import JointTransform, MaskDataset, scan_masks
-from ..weights.checkpoint import atomic_write
+from .plots import write_evaluation
 from .task import confusion_matrix, iou_metrics
 
 
@@ -45,8 +44,6 @@ def evaluate_masks(
 ) -> MaskEvaluation:
     """The validation pairs of ``data`` (all pairs but the training split's when it has no val/), at the
     size the model was trained at; the confusion matrix accumulates batch by batch."""
-    from .evaluate import plot_confusion
-
     split = scan_masks(_mask_folder(data, source if source.is_dir() else None))
     classes = model.class_names or split.classes
     if len(classes) != model.num_classes:
@@ -88,12 +85,7 @@ def evaluate_masks(
         bad.report(),
     )
     if out is not None:
-        out = Path(out)
-        out.mkdir(parents=True, exist_ok=True)
-        atomic_write(
-            out / "evaluation.json", lambda tmp: tmp.write_text(json.dumps(result.to_dict(), indent=2))
-        )
-        plot_confusion(result, out / "confusion.png")
+        write_evaluation(result, out)
     return result
 
 
