@@ -61,6 +61,9 @@ def test_a_folder_that_is_not_one_says_what_is_expected(tmp_path):
     (tmp_path / "masks").mkdir()
     with pytest.raises(ValueError, match="has no classes.txt"):
         scan_masks(tmp_path)
+    (tmp_path / "classes.txt").write_bytes(b"x\n" * 100_000)  # read only after its size is checked
+    with pytest.raises(ValueError, match=r"classes.txt is over 64 KiB: not a list of class names"):
+        scan_masks(tmp_path)
 
 
 def test_bad_pairs_are_reported_with_the_file(tmp_path):

@@ -94,3 +94,17 @@ def test_evaluate_and_predict_masks(tmp_path, capsys):
     assert "00000.png exists: predict writes into a new or empty --out folder" in capsys.readouterr().err
     assert main(["predict", str(out), str(images), "--workers", "0"]) == 2
     assert "a segmentation model predicts masks: pass --out DIR" in capsys.readouterr().err
+
+
+def test_predict_checks_every_target_before_writing(tmp_path, capsys):
+    """Two images with one stem would share a mask file: refused before anything is written."""
+    out = tmp_path / "run"
+    fit(config_from_recipe("scratch", data="demo", out=str(out), **{**TINY, "epochs": 1}), progress=False)
+    images = tmp_path / "images"
+    for sub in ("a", "b"):
+        (images / sub).mkdir(parents=True)
+        demo.image("val", 0, size=64)[0].save(images / sub / "same.jpg")
+    masks = tmp_path / "masks"
+    assert main(["predict", str(out), str(images), "--out", str(masks), "--workers", "0"]) == 2
+    assert "holds several images named same.*; their masks would share one file" in capsys.readouterr().err
+    assert not masks.exists()

@@ -26,6 +26,7 @@ from ..weights.preprocessing import Preprocessing
 from .folders import MAX_PIXELS, BadFile, BadImage, load_image
 
 IGNORE_INDEX = 255
+MAX_CLASSES_BYTES = 64 << 10  # classes.txt: 255 names at most, so a few KiB; a bigger file is not one
 VOC_CLASSES = (
     "background", "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
     "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train", "tvmonitor",
@@ -53,6 +54,8 @@ def _pairs(images: Path, masks: Path, stems: list[str] | None = None) -> list[tu
 def _classes(root: Path, voc: bool) -> list[str]:
     listed = root / "classes.txt"
     if listed.is_file():
+        if listed.stat().st_size > MAX_CLASSES_BYTES:
+            raise ValueError(f"{listed} is over {MAX_CLASSES_BYTES >> 10} KiB: not a list of class names")
         names = [line.strip() for line in listed.read_text(encoding="utf-8").splitlines() if line.strip()]
         if not 1 <= len(names) <= IGNORE_INDEX:
             raise ValueError(f"{listed} must name 1 to {IGNORE_INDEX} classes, one per line")
@@ -168,6 +171,9 @@ class MaskDataset(torch.utils.data.Dataset):
         image_path, mask_path = self.pairs[index]
         try:
             image = load_image(image_path)
+        except BadImage as error:
+            return _bad(image_path, error)
+        try:
             mask = load_mask(mask_path)
             if mask.shape != (image.height, image.width):
                 raise BadImage(
@@ -179,15 +185,18 @@ class MaskDataset(torch.utils.data.Dataset):
                     f"class index {int(mask[wrong].max())} out of range (0..{self.num_classes - 1}, 255)"
                 )
         except BadImage as error:
-            path = str(mask_path if "mask" in str(error) or "class index" in str(error) else image_path)
-            reason = (
-                str(error) if str(error).startswith(path) else f"{path}: {error}"
-            )  # as load_image words it
-            return BadFile(path, reason)
+            return _bad(mask_path, error)
         # Drawn from torch's generator, which the loop seeds from (seed, epoch): resume stays exact.
-        rng = random.Random(int(torch.randint(0, 2**31, (1,)).item()))
+        rng = random.Random(int(torch.randint(0, 2**31, (1,)).item())) if self.transform.train else None
         x, y = self.transform(image, mask, rng)
         return x, y, index
 
     def preload(self, progress: bool = False) -> MaskDataset:  # small sets decode fast enough as they are
         return self
+
+
+def _bad(path, error: BadImage) -> BadFile:
+    """The file and the reason, worded as load_image words it ("PATH: reason")."""
+    path = str(path)
+    reason = str(error) if str(error).startswith(path) else f"{path}: {error}"
+    return BadFile(path, reason)

@@ -30,6 +30,22 @@ class FeatureInfo:
     module: str
 
 
+def init_weights(root: nn.Module) -> None:
+    """torchvision's MobileNet (and segmentation-head) init: Kaiming (fan-out) convs, unit BN, small
+    normal Linear."""
+    for module in root.modules():
+        if isinstance(module, nn.Conv2d):
+            nn.init.kaiming_normal_(module.weight, mode="fan_out")
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.BatchNorm2d):
+            nn.init.ones_(module.weight)
+            nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.Linear):
+            nn.init.normal_(module.weight, 0, 0.01)
+            nn.init.zeros_(module.bias)
+
+
 class MobileNet(nn.Module):
     """A MobileNet (V1, V2 or V3) built from a plan; see :func:`mobilenets.create_model`.
 
@@ -139,18 +155,7 @@ class MobileNet(nn.Module):
 
     # -- initialisation -------------------------------------------------------------------------------
     def reset_parameters(self) -> None:
-        """torchvision's MobileNet init: Kaiming (fan-out) convs, unit BN, small normal Linear."""
-        for module in self.modules():
-            if isinstance(module, nn.Conv2d):
-                nn.init.kaiming_normal_(module.weight, mode="fan_out")
-                if module.bias is not None:
-                    nn.init.zeros_(module.bias)
-            elif isinstance(module, nn.BatchNorm2d):
-                nn.init.ones_(module.weight)
-                nn.init.zeros_(module.bias)
-            elif isinstance(module, nn.Linear):
-                nn.init.normal_(module.weight, 0, 0.01)
-                nn.init.zeros_(module.bias)
+        init_weights(self)
 
     def reset_classifier(self, num_classes: int) -> None:
         """Replace the classifier with a freshly initialised one for ``num_classes`` (fine-tuning)."""

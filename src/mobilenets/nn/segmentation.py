@@ -16,7 +16,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from .network import MobileNet
+from .network import MobileNet, init_weights
 
 SEGMENTATION_PREFIX = "lraspp_"
 DEEPLAB_PREFIX = "deeplabv3_"
@@ -86,7 +86,7 @@ class SegmentationNetwork(nn.Module):
     def _finish_heads(self, *heads: nn.Module) -> None:
         """torchvision's head init, and the backbone's memory format for the heads too."""
         for head in heads:
-            _init_head(head)
+            init_weights(head)
             if self.channels_last:
                 head.to(memory_format=torch.channels_last)
 
@@ -230,18 +230,6 @@ def _stride_8_tap(backbone: MobileNet) -> tuple[int, int]:
         if stride == 8 and block.stride > 1:
             return i, block.out_channels
     raise ValueError(f"{backbone.arch} has no block that reaches stride 8")
-
-
-def _init_head(head: nn.Module) -> None:
-    """torchvision's segmentation-head init: Kaiming (fan-out) convs, unit BN."""
-    for module in head.modules():
-        if isinstance(module, nn.Conv2d):
-            nn.init.kaiming_normal_(module.weight, mode="fan_out")
-            if module.bias is not None:
-                nn.init.zeros_(module.bias)
-        elif isinstance(module, nn.BatchNorm2d):
-            nn.init.ones_(module.weight)
-            nn.init.zeros_(module.bias)
 
 
 def segmentation_backbone_name(name: str) -> str:

@@ -69,7 +69,7 @@ def evaluate(
     A segmentation model is evaluated on masks instead (:func:`.masks.evaluate_masks`: mean IoU)."""
     model, device = load_for_inference(source)
     if is_segmentation_name(model.arch or ""):
-        return evaluate_masks(model, device, Path(source), data, out, min(batch_size, 16), workers)
+        return evaluate_masks(model, device, Path(source), data, out, batch_size, workers)
     source_path = Path(source)
     folder = _eval_folder(data, source_path if source_path.is_dir() else None)
     folder_classes, samples = scan(folder)

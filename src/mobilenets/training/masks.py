@@ -4,6 +4,7 @@ confusion matrix; predicted masks written as index PNGs (palette) and colour ove
 from __future__ import annotations
 
 import os
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -116,16 +117,23 @@ def predict_masks(model, device, target, out: str | os.PathLike) -> Iterator[Mas
     """For each image: its mask at the image's own size (logits upsampled from the model's input size),
     written to ``out``/<stem>.png and ``out``/<stem>_overlay.png; files already there are never replaced."""
     out = Path(out)
+    paths = list_images(target)
+    targets = [(out / f"{Path(p).stem}.png", out / f"{Path(p).stem}_overlay.png") for p in paths]
+    # Everything is checked before the first file is written: nothing there is replaced, and two images
+    # with one stem (in different sub-folders) would write the same mask.
+    existing = [p for pair in targets for p in pair if p.exists()]
+    if existing:
+        raise FileExistsError(f"{existing[0]} exists: predict writes into a new or empty --out folder")
+    repeated = sorted(stem for stem, n in Counter(Path(p).stem for p in paths).items() if n > 1)
+    if repeated:
+        raise ValueError(
+            f"{target} holds several images named {repeated[0]}.*; their masks would share one file"
+        )
     out.mkdir(parents=True, exist_ok=True)
     names = model.class_names or [str(i) for i in range(model.num_classes)]
     colours = palette(256)
     transform = JointTransform(model.preprocessing.crop, model.preprocessing, train=False)
-    for path in list_images(target):
-        stem = Path(path).stem
-        mask_path, overlay_path = out / f"{stem}.png", out / f"{stem}_overlay.png"
-        existing = [p for p in (mask_path, overlay_path) if p.exists()]
-        if existing:
-            raise FileExistsError(f"{existing[0]} exists: predict writes into a new or empty --out folder")
+    for path, (mask_path, overlay_path) in zip(paths, targets, strict=True):
         try:
             image = load_image(path)
         except BadImage as error:
