@@ -156,3 +156,40 @@ def test_deeplabv3_on_any_variant_and_its_options():
         mobilenets.create_model("lraspp_mobilenet_v2_035", aux_classifier=True)
     with pytest.raises(ValueError, match="is not a segmentation model"):
         mobilenets.nn.registry.build_segmentation_model("mobilenet_v2_035")
+
+
+@pytest.mark.parametrize("family", ["large", "small"])
+def test_the_reduced_tail_is_torchvisions(family):
+    """V3's RF2 (Sections 6.3-6.4): the last stage at half width, as torchvision's reduced_tail=True."""
+    import torchvision
+
+    ours = mobilenets.create_model(f"mobilenet_v3_{family}_100", reduced_tail=True)
+    reference = getattr(torchvision.models, f"mobilenet_v3_{family}")(reduced_tail=True)
+    assert sum(p.numel() for p in ours.parameters()) == sum(p.numel() for p in reference.parameters())
+    assert ours.num_features == {"large": 480, "small": 288}[family]
+    assert ours.config["reduced_tail"] is True
+    assert "reduced_tail" not in mobilenets.create_model(f"mobilenet_v3_{family}_100").config
+
+
+def test_table_7_rows_with_the_reduced_tail(tmp_path):
+    """V3 Table 7 (Cityscapes, 19 classes, 1024 x 2048): LR-ASPP with RF2 and F=128. The paper prints
+    1.51M / 9.74B (Large) and 0.47M / 2.90B (Small); this count (every conv, BN included, the last 1x1
+    conv kept, global pooling) gives the figures below, within 16% / 10% (docs/numbers.md)."""
+    large = mobilenets.create_model("lraspp_mobilenet_v3_large", num_classes=19, reduced_tail=True)
+    small = mobilenets.create_model("lraspp_mobilenet_v3_small", num_classes=19, reduced_tail=True)
+    rows = {
+        name: mobilenets.profile_module(model.eval(), (1024, 2048))
+        for name, model in [("L", large), ("S", small)]
+    }
+    assert (rows["L"].params, round(rows["L"].madds / 1e9, 2)) == (1_746_878, 9.92)
+    assert (rows["S"].params, round(rows["S"].madds / 1e9, 2)) == (515_614, 2.83)
+    mobilenets.save(small, tmp_path / "rf2.safetensors")
+    loaded, _ = mobilenets.load(tmp_path / "rf2.safetensors")
+    assert loaded.config["reduced_tail"] is True and loaded.high_channels == 288
+
+
+def test_the_reduced_tail_has_no_imagenet_weights():
+    with pytest.raises(ValueError, match="reduced_tail=True has none"):
+        mobilenets.create_model("mobilenet_v3_large_100", weights="torchvision", reduced_tail=True)
+    with pytest.raises(ValueError, match="reduced_tail must be True or False"):
+        mobilenets.create_model("mobilenet_v2_100", reduced_tail="yes")

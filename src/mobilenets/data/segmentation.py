@@ -126,18 +126,20 @@ def load_mask(path: str | os.PathLike, max_pixels: int = MAX_PIXELS) -> np.ndarr
 
 @dataclass(frozen=True)
 class JointTransform:
-    """Image and mask together: in training a random scale (0.5-2x of ``size``), a random crop (padded
-    with 0 / ignore where the scaled image is smaller) and a horizontal flip; in evaluation a resize to
-    ``size``. Then the image is normalised as the weights expect."""
+    """Image and mask together: in training a random scale (``scale_range`` times ``size``; 0.5-2x as
+    torchvision's and DeepLab's references train), a random crop (padded with 0 / ignore where the
+    scaled image is smaller) and a horizontal flip; in evaluation a resize to ``size``. Then the image is
+    normalised as the weights expect."""
 
     size: int
     preprocessing: Preprocessing
     train: bool
+    scale_range: tuple[float, float] = (0.5, 2.0)
 
     def __call__(self, image: Image.Image, mask: np.ndarray, rng: random.Random):
         mask_image = Image.fromarray(mask)
         if self.train:
-            side = max(8, int(self.size * rng.uniform(0.5, 2.0)))
+            side = max(8, int(self.size * rng.uniform(*self.scale_range)))
             image = image.resize((side, side), Image.BILINEAR)
             mask_image = mask_image.resize((side, side), Image.NEAREST)
             pixels = np.zeros((max(side, self.size),) * 2 + (3,), np.uint8)

@@ -15,7 +15,7 @@ from torch import nn
 
 from .blocks import DepthwiseSeparable, InvertedResidual
 from .layers import PADDING_MODES, ConvBNAct, make_activation
-from .scaling import NetworkPlan, with_output_stride
+from .scaling import NetworkPlan, with_output_stride, with_reduced_tail
 
 FEATURE_LOCATIONS = ("bottleneck", "expansion")
 MEMORY_FORMATS = {"channels_last": torch.channels_last, "contiguous": torch.contiguous_format}
@@ -66,6 +66,8 @@ class MobileNet(nn.Module):
             with ``include_top=False`` and fine-tuned with its own Dense layer.
         atrous_style: below output stride 32, which blocks dilate: "slim" (TF-Slim / DeepLab) or
             "torchvision" (its ``dilated=True`` backbones); see :func:`~.scaling.with_output_stride`.
+        reduced_tail: halve the last stage's widths (V3's RF2 for detection and segmentation heads); see
+            :func:`~.scaling.with_reduced_tail`.
     """
 
     def __init__(
@@ -81,6 +83,7 @@ class MobileNet(nn.Module):
         memory_format: str = "channels_last",
         head_conv: bool = True,
         atrous_style: str = "slim",
+        reduced_tail: bool = False,
     ):
         super().__init__()
         if memory_format not in MEMORY_FORMATS:
@@ -93,12 +96,16 @@ class MobileNet(nn.Module):
             raise ValueError(f"dropout must be in [0, 1), got {dropout!r}")
         if not isinstance(head_conv, bool):
             raise ValueError(f"head_conv must be True or False, got {head_conv!r}")
+        if not isinstance(reduced_tail, bool):
+            raise ValueError(f"reduced_tail must be True or False, got {reduced_tail!r}")
         if padding not in PADDING_MODES:
             raise ValueError(f"padding must be one of {PADDING_MODES}, got {padding!r}")
         # The smallest input whose last map is 1x1 at the undilated stride (32 for every MobileNet).
         self.min_resolution = plan.stem.stride * math.prod(block.stride for block in plan.blocks)
-        plan = with_output_stride(plan, output_stride, atrous_style)
-        self.atrous_style = atrous_style
+        plan = with_output_stride(
+            with_reduced_tail(plan) if reduced_tail else plan, output_stride, atrous_style
+        )
+        self.atrous_style, self.reduced_tail = atrous_style, reduced_tail
         self.plan = plan
         self.in_chans, self.num_classes, self.output_stride = in_chans, num_classes, output_stride
         self.dropout_rate, self.bn_eps, self.bn_momentum, self.padding = dropout, bn_eps, bn_momentum, padding
@@ -151,6 +158,7 @@ class MobileNet(nn.Module):
             # Only where it differs from the paper, so that configs of ordinary models stay as they were.
             **({} if self.head_conv else {"head_conv": False}),
             **({} if self.atrous_style == "slim" else {"atrous_style": self.atrous_style}),
+            **({"reduced_tail": True} if self.reduced_tail else {}),
         }
 
     # -- initialisation -------------------------------------------------------------------------------

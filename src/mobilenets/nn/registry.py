@@ -174,6 +174,7 @@ def build_model(
     output_stride: int = 32,
     memory_format: str = "channels_last",
     head_conv: bool = True,
+    reduced_tail: bool = False,
     atrous_style: str = "slim",
     features_only: bool = False,
     out_indices: tuple[int, ...] | None = None,
@@ -185,6 +186,7 @@ def build_model(
     ``bn_eps=1e-3`` match TensorFlow / Keras-trained weights. ``features_only=True`` returns a backbone
     whose forward gives the multi-scale maps (``out_indices`` of ``feature_info_for(feature_location)``).
     ``head_conv=False`` (V3) drops the 1x1 conv after pooling, as a Keras base with include_top=False.
+    ``reduced_tail=True`` halves the last stage (V3's RF2, for detection and segmentation backbones).
     Weights are composed on top of this by :func:`mobilenets.create_model` (``mobilenets.weights``).
     """
     if is_segmentation_name(name):
@@ -203,6 +205,7 @@ def build_model(
         memory_format=memory_format,
         head_conv=head_conv,
         atrous_style=atrous_style,
+        reduced_tail=reduced_tail,
     )
     model.variant, model.arch = variant, name
     if features_only:

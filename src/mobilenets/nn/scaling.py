@@ -151,6 +151,48 @@ def plan_v3(table: str, width: float = 1.0, minimalistic: bool = False) -> Netwo
     return NetworkPlan(stem, tuple(blocks), last_conv, head, act(head_row.nl), head)
 
 
+def with_reduced_tail(plan: NetworkPlan) -> NetworkPlan:
+    """Halve the widths from the last stride-2 block's output on: that block's output, the blocks after
+    it (input, expansion, squeeze-excite, output), the last conv and V3's head conv.
+
+    V3 Section 6.3-6.4 ("reduce the channels of the last block by a factor of 2", RF2 in Table 6's
+    detection and Table 7's segmentation rows): the last stage was sized for 1000 ImageNet classes, and a
+    detector or a 19-class segmenter loses nothing by halving it. torchvision's ``reduced_tail=True``
+    gives the same widths at width 1.0 (it halves before applying the width multiplier, which can round
+    differently at other widths).
+    """
+    last_strided = max(i for i, block in enumerate(plan.blocks) if block.stride > 1)
+
+    def half(channels: int) -> int:
+        return make_divisible(channels / 2)
+
+    blocks = list(plan.blocks[:last_strided])
+    for i, block in enumerate(plan.blocks[last_strided:]):
+        if i == 0:
+            blocks.append(replace(block, out_channels=half(block.out_channels)))
+            continue
+        expanded = half(block.expanded_channels)
+        blocks.append(
+            replace(
+                block,
+                in_channels=half(block.in_channels),
+                expanded_channels=expanded,
+                out_channels=half(block.out_channels),
+                se_channels=make_divisible(expanded / 4) if block.se_channels else None,
+            )
+        )
+    last_conv = plan.last_conv
+    if last_conv is not None:
+        last_conv = replace(
+            last_conv, in_channels=blocks[-1].out_channels, out_channels=half(last_conv.out_channels)
+        )
+    head = half(plan.head_channels) if plan.head_channels else None
+    features = last_conv.out_channels if last_conv else blocks[-1].out_channels
+    return replace(
+        plan, blocks=tuple(blocks), last_conv=last_conv, head_channels=head, classifier_in=head or features
+    )
+
+
 OUTPUT_STRIDES = (8, 16, 32)
 
 

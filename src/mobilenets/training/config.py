@@ -45,6 +45,7 @@ class TrainConfig:
     bn_momentum: float = 0.1  # BN running-statistics momentum while training (V3's 0.01 suits long runs only)
     crop_scale: tuple[float, float] = (0.25, 1.0)  # RandomResizedCrop area range
     crop_ratio: tuple[float, float] = (0.75, 1.3333)  # RandomResizedCrop aspect-ratio range
+    scale_range: tuple[float, float] = (0.5, 2.0)  # segmentation: random rescale before the crop
     eval_crop: float = (
         0.875  # evaluation centre crop / resize (1.0 = the whole image); from-scratch runs only
     )
@@ -73,6 +74,10 @@ class TrainConfig:
             ),
             (self.lr > 0, f"lr must be > 0, got {self.lr}"),
             (0 <= self.ema_decay < 1, f"ema_decay must be in [0, 1), got {self.ema_decay}"),
+            (
+                len(self.scale_range) == 2 and 0 < self.scale_range[0] <= self.scale_range[1],
+                f"scale_range must be (low, high) with 0 < low <= high, got {self.scale_range}",
+            ),
         ]
         segmentation_model = self.model.startswith(("lraspp_", "deeplabv3_"))
         if segmentation_model != (self.task == "segment"):

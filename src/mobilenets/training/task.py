@@ -108,7 +108,11 @@ class Segmentation:
     def datasets(self, split: MaskSplit, config: TrainConfig, preprocessing: Preprocessing):
         classes = len(split.classes)
         train = MaskDataset(
-            split.train, JointTransform(config.image_size, preprocessing, train=True), classes
+            split.train,
+            JointTransform(
+                config.image_size, preprocessing, train=True, scale_range=tuple(config.scale_range)
+            ),
+            classes,
         )
         val = MaskDataset(split.val, JointTransform(config.image_size, preprocessing, train=False), classes)
         return train, val

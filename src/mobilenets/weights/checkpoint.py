@@ -167,6 +167,7 @@ CONFIG_TYPES = {
     "padding": str,
     "output_stride": int,
     "head_conv": bool,
+    "reduced_tail": bool,
     "atrous_style": str,
     "segmentation_channels": int,
     "aux_classifier": bool,

@@ -28,6 +28,7 @@ def create_model(
     output_stride: int = 32,
     memory_format: str = "channels_last",
     head_conv: bool = True,
+    reduced_tail: bool = False,
     atrous_style: str = "slim",
     segmentation_channels: int | None = None,
     aux_classifier: bool = False,
@@ -43,6 +44,7 @@ def create_model(
     ``bn_eps=1e-3`` match TensorFlow / Keras-trained weights. ``features_only=True`` returns a backbone
     whose forward gives the multi-scale maps (``out_indices`` of ``feature_info_for(feature_location)``).
     ``head_conv=False`` (V3) drops the 1x1 conv after pooling, as a Keras base with include_top=False.
+    ``reduced_tail=True`` halves the last stage's widths (V3's RF2 in Tables 6-7; no ImageNet weights fit).
     ``"lraspp_<variant>"`` (``"lraspp_mobilenet_v3_large"``, ``"lraspp_mobilenet_v2_035"``, ...) is the
     variant at output stride 16 (or 8) with the LR-ASPP segmentation head (V3 Section 6.4);
     ``"deeplabv3_<variant>"`` has DeepLabv3's ASPP head (``aux_classifier=True``: torchvision's auxiliary
@@ -75,6 +77,7 @@ def create_model(
             bn_momentum=bn_momentum,
             padding=padding,
             memory_format=memory_format,
+            reduced_tail=reduced_tail,
         )
     features = dict(features_only=features_only, out_indices=out_indices, feature_location=feature_location)
     if weights is None:
@@ -90,6 +93,7 @@ def create_model(
             memory_format=memory_format,
             head_conv=head_conv,
             atrous_style=atrous_style,
+            reduced_tail=reduced_tail,
             **features,
         )
     model = _with_weights(
@@ -103,6 +107,7 @@ def create_model(
             output_stride=output_stride,
             memory_format=memory_format,
             **({} if head_conv else {"head_conv": False}),
+            **({"reduced_tail": True} if reduced_tail else {}),
             **({} if atrous_style == "slim" else {"atrous_style": atrous_style}),
             **({"bn_eps": bn_eps} if bn_eps is not None else {}),
             **({"bn_momentum": bn_momentum} if bn_momentum is not None else {}),
@@ -117,6 +122,11 @@ def _with_weights(name: str, weights: str, *, num_classes: int, reset_classifier
         if options.get("in_chans", 3) != 3:
             raise ValueError(
                 f"{weights} ImageNet weights are for 3-channel RGB input, not in_chans={options['in_chans']}"
+            )
+        if options.get("reduced_tail"):
+            raise ValueError(
+                f"{weights} ImageNet weights have the full last stage; reduced_tail=True has none (train it "
+                "from scratch, or drop reduced_tail)"
             )
         options.pop("in_chans", None)
         model = load_pretrained(name, weights, **options)
