@@ -45,3 +45,46 @@ def shapes_classifier_onnx(path: Path, resolution: int, seed: int):
     model.class_names = list(mobilenets.data.demo.CLASSES)
     model.preprocessing = mobilenets.weights.preprocessing.Preprocessing(resize=resolution, crop=resolution)
     return model, export_onnx(model, path).path
+
+
+def train_script(tmp_path: Path, base: dict, out: Path, **overrides) -> Path:
+    """A Python file that trains the demo configuration ``base`` (with ``overrides``) into ``out``: for
+    runs in a subprocess (killed, or under torch.distributed.run)."""
+    import os
+    import textwrap
+
+    fields = dict(base, **overrides)
+    script = tmp_path / f"train_{os.path.basename(out)}.py"
+    script.write_text(
+        textwrap.dedent(f"""
+        import warnings
+        warnings.simplefilter("ignore")
+        from mobilenets.training import config_from_recipe, fit
+        fit(config_from_recipe("scratch", data="demo", out={str(out)!r}, **{fields!r}), progress=False)
+    """)
+    )
+    return script
+
+
+def trained_weights(run: Path) -> dict:
+    """The deployable tensors of a run's last.safetensors (training state left out)."""
+    from safetensors.torch import load_file
+
+    from mobilenets.training import RunFiles
+
+    tensors = load_file(str(RunFiles(run).last))
+    return {k: v for k, v in tensors.items() if not k.startswith("train/")}
+
+
+def kill_after(process, condition, timeout: float = 120) -> None:
+    """SIGKILL ``process`` as soon as ``condition()`` holds (it must still be running then)."""
+    import os
+    import signal
+    import time
+
+    deadline = time.time() + timeout
+    while time.time() < deadline and process.poll() is None and not condition():
+        time.sleep(0.02)
+    assert process.poll() is None, "the run finished before it could be killed"
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()

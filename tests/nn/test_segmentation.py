@@ -193,3 +193,29 @@ def test_the_reduced_tail_has_no_imagenet_weights():
         mobilenets.create_model("mobilenet_v3_large_100", weights="torchvision", reduced_tail=True)
     with pytest.raises(ValueError, match="reduced_tail must be True or False"):
         mobilenets.create_model("mobilenet_v2_100", reduced_tail="yes")
+
+
+def test_the_papers_regional_gate_pooling(tmp_path):
+    """V3 Figure 10 pools the gate 49x49 at stride (16, 20); no weights change, so torchvision's
+    weights load into either, and small maps (kernel clamped) pool globally."""
+    glob = mobilenets.create_model("lraspp_mobilenet_v3_small_075", num_classes=3)
+    glob = randomize_batchnorm(glob.eval(), seed=7, resolution=96)
+    regional = mobilenets.create_model(
+        "lraspp_mobilenet_v3_small_075", num_classes=3, pool_kernel=(4, 6), pool_stride=(2, 3)
+    ).eval()
+    regional.load_state_dict(glob.state_dict())
+    x = structured_inputs(1, 64, seed=3)
+    with torch.no_grad():
+        np.testing.assert_allclose(regional(x).numpy(), glob(x).numpy(), atol=1e-5)  # 4x4 map: global
+        wide = torch.nn.functional.interpolate(structured_inputs(1, 96, seed=4), size=(128, 256))
+        assert (regional(wide) - glob(wide)).abs().max() > 1e-3  # an 8x16 map: 3x4 regions
+    assert regional.config["pool_kernel"] == [4, 6] and regional.config["pool_stride"] == [2, 3]
+    mobilenets.save(regional, tmp_path / "regional.safetensors")
+    loaded, _ = mobilenets.load(tmp_path / "regional.safetensors")
+    assert loaded.head.scale[0].kernel == (4, 6) and loaded.head.scale[0].stride == (2, 3)
+    with pytest.raises(ValueError, match="pool_kernel must be an int or"):
+        mobilenets.create_model("lraspp_mobilenet_v3_small", pool_kernel=(0, 3))
+    with pytest.raises(ValueError, match="pool_stride needs pool_kernel"):
+        mobilenets.create_model("lraspp_mobilenet_v3_small", pool_stride=2)
+    with pytest.raises(ValueError, match="LR-ASPP options"):
+        mobilenets.create_model("deeplabv3_mobilenet_v3_small", pool_kernel=3)

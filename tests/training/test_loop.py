@@ -2,11 +2,9 @@
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import textwrap
-import time
 
 import pytest
 import torch
@@ -14,6 +12,8 @@ from safetensors.torch import load_file
 
 from mobilenets.data import demo
 from mobilenets.training import GlobalBatchSampler, RunFiles, TrainConfig, config_from_recipe, fit, lr_at
+
+from small_runs import kill_after, train_script, trained_weights
 
 TINY = dict(
     model="mobilenet_v3_small_050",
@@ -26,48 +26,19 @@ TINY = dict(
 )
 
 
-def _script(tmp_path, out, **overrides):
-    """A Python file that trains the tiny demo configuration into ``out``."""
-    fields = dict(TINY, **overrides)
-    script = tmp_path / f"train_{os.path.basename(out)}.py"
-    script.write_text(
-        textwrap.dedent(f"""
-        import warnings
-        warnings.simplefilter("ignore")
-        from mobilenets.training import config_from_recipe, fit
-        fit(config_from_recipe("scratch", data="demo", out={str(out)!r}, **{fields!r}), progress=False)
-    """)
-    )
-    return script
-
-
-def _weights(run):
-    tensors = load_file(str(RunFiles(run).last))
-    return {k: v for k, v in tensors.items() if not k.startswith("train/")}
-
-
-def _kill_after(process, condition, timeout=120):
-    deadline = time.time() + timeout
-    while time.time() < deadline and process.poll() is None and not condition():
-        time.sleep(0.02)
-    assert process.poll() is None, "the run finished before it could be killed"
-    os.kill(process.pid, signal.SIGKILL)
-    process.wait()
-
-
 @pytest.mark.parametrize("moment", ["after_first_checkpoint", "before_any_checkpoint"])
-def test_kill_9_and_resume_gives_the_same_final_weights(tmp_path, moment):
+def test_kill_9_and_resume_gives_the_same_finaltrained_weights(tmp_path, moment):
     reference = tmp_path / "reference"
-    subprocess.run([sys.executable, str(_script(tmp_path, reference))], check=True, timeout=300)
+    subprocess.run([sys.executable, str(train_script(tmp_path, TINY, reference))], check=True, timeout=300)
 
     run = tmp_path / "killed"
-    process = subprocess.Popen([sys.executable, str(_script(tmp_path, run))])
+    process = subprocess.Popen([sys.executable, str(train_script(tmp_path, TINY, run))])
     files = RunFiles(run)
     if moment == "after_first_checkpoint":
-        _kill_after(process, lambda: files.last.exists())
+        kill_after(process, lambda: files.last.exists())
         assert files.last.exists()
     else:
-        _kill_after(process, lambda: files.config.exists())
+        kill_after(process, lambda: files.config.exists())
     resumed = subprocess.run(
         [sys.executable, "-m", "mobilenets", "train", "--resume", str(run), "--quiet"],
         capture_output=True,
@@ -75,7 +46,7 @@ def test_kill_9_and_resume_gives_the_same_final_weights(tmp_path, moment):
         timeout=300,
     )
     assert resumed.returncode == 0, resumed.stderr
-    expected, got = _weights(reference), _weights(run)
+    expected, got = trained_weights(reference), trained_weights(run)
     assert expected.keys() == got.keys()
     assert all(torch.equal(expected[k], got[k]) for k in expected)
     history = [json.loads(line) for line in files.metrics.read_text().splitlines()]
@@ -86,10 +57,12 @@ def test_kill_9_and_resume_gives_the_same_final_weights(tmp_path, moment):
 def test_ddp_on_two_cpu_processes_matches_one_process(tmp_path):
     single = tmp_path / "single"
     subprocess.run(
-        [sys.executable, str(_script(tmp_path, single, epochs=2, batch_size=16))], check=True, timeout=300
+        [sys.executable, str(train_script(tmp_path, TINY, single, epochs=2, batch_size=16))],
+        check=True,
+        timeout=300,
     )
     ddp = tmp_path / "ddp"
-    script = _script(tmp_path, ddp, epochs=2, batch_size=16)
+    script = train_script(tmp_path, TINY, ddp, epochs=2, batch_size=16)
     subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", str(script)],
         check=True,
@@ -106,7 +79,7 @@ def test_ddp_on_two_cpu_processes_matches_one_process(tmp_path):
         .state_dict()
         .items()
     }
-    one, two = _weights(single), _weights(ddp)
+    one, two = trained_weights(single), trained_weights(ddp)
     keys = [k for k in one if k.endswith(".weight") and k in init and one[k].ndim == 4]
     update = torch.cat([(one[k] - init[k]).flatten() for k in keys]).norm()
     difference = torch.cat([(one[k] - two[k]).flatten() for k in keys]).norm()

@@ -2,6 +2,9 @@
 reported, the best checkpoint a model that loads, and a task that does not fit its model refused."""
 
 import json
+import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -13,6 +16,8 @@ from mobilenets.cli import main
 from mobilenets.data import demo
 from mobilenets.nn.segmentation import LRASPP
 from mobilenets.training import RunFiles, config_from_recipe, fit
+
+from small_runs import kill_after, train_script, trained_weights
 
 TINY = dict(
     task="segment",
@@ -108,3 +113,40 @@ def test_predict_checks_every_target_before_writing(tmp_path, capsys):
     assert main(["predict", str(out), str(images), "--out", str(masks), "--workers", "0"]) == 2
     assert "holds several images named same.*; their masks would share one file" in capsys.readouterr().err
     assert not masks.exists()
+
+
+def test_a_killed_segmentation_run_resumes_to_the_same_weights(tmp_path):
+    """Exact resume (kill -9 after the first checkpoint) holds for the segmentation task too."""
+    reference = tmp_path / "reference"
+    subprocess.run([sys.executable, str(train_script(tmp_path, TINY, reference))], check=True, timeout=300)
+    run = tmp_path / "killed"
+    process = subprocess.Popen([sys.executable, str(train_script(tmp_path, TINY, run))])
+    kill_after(process, lambda: RunFiles(run).last.exists())
+    resumed = subprocess.run(
+        [sys.executable, "-m", "mobilenets", "train", "--resume", str(run), "--quiet"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert resumed.returncode == 0, resumed.stderr
+    expected, got = trained_weights(reference), trained_weights(run)
+    assert expected.keys() == got.keys() and all(torch.equal(expected[k], got[k]) for k in expected)
+    history = [json.loads(line) for line in RunFiles(run).metrics.read_text().splitlines()]
+    assert [r["epoch"] for r in history] == [0, 1, 2] and "val_miou" in history[-1]
+
+
+def test_segmentation_ddp_on_two_cpu_processes(tmp_path):
+    """Two processes split each global batch of image + mask pairs; the replicas stay identical."""
+    ddp = tmp_path / "ddp"
+    script = train_script(tmp_path, TINY, ddp, epochs=2)
+    subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", str(script)],
+        check=True,
+        timeout=300,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
+    report = json.loads(RunFiles(ddp).report.read_text())
+    assert report["processes"] == 2 and report["replica_max_abs_diff"] == 0.0
+    assert report["task"] == "segmentation"
+    history = [json.loads(line) for line in RunFiles(ddp).metrics.read_text().splitlines()]
+    assert [r["epoch"] for r in history] == [0, 1] and 0 <= history[-1]["val_miou"] <= 1

@@ -221,12 +221,16 @@ def build_segmentation_model(
     output_stride: int = 16,
     atrous_style: str = "slim",
     aux_classifier: bool = False,
+    pool_kernel: int | tuple[int, int] | None = None,
+    pool_stride: int | tuple[int, int] | None = None,
     **options,
 ) -> LRASPP | DeepLabV3:
     """``lraspp_<variant>`` (V3 Section 6.4's LR-ASPP, 128 channels by default) or ``deeplabv3_<variant>``
     (DeepLabv3's ASPP head, 256 channels, as V2 Section 6.3 evaluates it), e.g. "lraspp_mobilenet_v3_large"
     or "deeplabv3_mobilenet_v2_035": the variant at ``output_stride`` 16 or 8 with that head; ``options``
-    go to the backbone. ``aux_classifier`` (DeepLabv3) adds torchvision's auxiliary head."""
+    go to the backbone. ``aux_classifier`` (DeepLabv3) adds torchvision's auxiliary head. ``pool_kernel``
+    / ``pool_stride`` (LR-ASPP) pool the gate over regions, as V3 Figure 10 (49x49 at (16, 20)), instead
+    of globally (torchvision)."""
     if not is_segmentation_name(name):
         raise ValueError(f"{name!r} is not a segmentation model: its name starts with lraspp_ or deeplabv3_")
     backbone = build_model(
@@ -237,10 +241,14 @@ def build_segmentation_model(
         **options,
     )
     if name.startswith(DEEPLAB_PREFIX):
+        if pool_kernel is not None or pool_stride is not None:
+            raise ValueError(
+                "pool_kernel and pool_stride are LR-ASPP options; DeepLabv3's ASPP pools globally"
+            )
         return DeepLabV3(backbone, num_classes, segmentation_channels or 256, aux_classifier)
     if aux_classifier:
         raise ValueError("aux_classifier is a DeepLabv3 option; LR-ASPP has no auxiliary head")
-    return LRASPP(backbone, num_classes, segmentation_channels or 128)
+    return LRASPP(backbone, num_classes, segmentation_channels or 128, pool_kernel, pool_stride)
 
 
 def build_from_config(arch: str, **config) -> MobileNet | LRASPP:

@@ -23,9 +23,42 @@ DEEPLAB_PREFIX = "deeplabv3_"
 SEGMENTATION_PREFIXES = (SEGMENTATION_PREFIX, DEEPLAB_PREFIX)
 
 
+MAX_POOL_SIDE = 4096
+
+
+def _pool_pair(value, name: str) -> tuple[int, int] | None:
+    if value is None:
+        return None
+    pair = tuple(value) if isinstance(value, (list, tuple)) else (value, value)
+    if len(pair) != 2 or not all(
+        isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= MAX_POOL_SIDE for v in pair
+    ):
+        raise ValueError(
+            f"{name} must be an int or (height, width) of ints from 1 to {MAX_POOL_SIDE}, got {value!r}"
+        )
+    return pair
+
+
+class GatePool(nn.Module):
+    """LR-ASPP's pooling: global (torchvision's), or V3 Figure 10's large average pool (49x49 at stride
+    (16, 20) on Cityscapes' 1024x2048 input), its kernel clamped to the map so small inputs pool
+    globally. No weights either way: checkpoints load with either."""
+
+    def __init__(self, kernel: tuple[int, int] | None = None, stride: tuple[int, int] | None = None):
+        super().__init__()
+        self.kernel, self.stride = kernel, stride or kernel
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.kernel is None:
+            return F.adaptive_avg_pool2d(x, 1)
+        kernel = (min(self.kernel[0], x.shape[-2]), min(self.kernel[1], x.shape[-1]))
+        return F.avg_pool2d(x, kernel, self.stride)
+
+
 class LRASPPHead(nn.Module):
-    """V3 Figure 10: ``cbr`` (1x1 conv, BN, ReLU) times ``scale`` (pool, 1x1 conv, sigmoid), upsampled
-    to the low-level map; ``low_classifier(low) + high_classifier(gated)``."""
+    """V3 Figure 10: ``cbr`` (1x1 conv, BN, ReLU) times ``scale`` (pool, 1x1 conv, sigmoid; the gate is
+    upsampled back when the pool is not global), upsampled to the low-level map;
+    ``low_classifier(low) + high_classifier(gated)``."""
 
     def __init__(
         self,
@@ -35,6 +68,8 @@ class LRASPPHead(nn.Module):
         channels: int = 128,
         bn_eps: float = 1e-5,
         bn_momentum: float = 0.1,
+        pool_kernel: tuple[int, int] | None = None,
+        pool_stride: tuple[int, int] | None = None,
     ):
         super().__init__()
         self.cbr = nn.Sequential(
@@ -43,13 +78,18 @@ class LRASPPHead(nn.Module):
             nn.ReLU(inplace=True),
         )
         self.scale = nn.Sequential(
-            nn.AdaptiveAvgPool2d(1), nn.Conv2d(high_channels, channels, 1, bias=False), nn.Sigmoid()
+            GatePool(pool_kernel, pool_stride),
+            nn.Conv2d(high_channels, channels, 1, bias=False),
+            nn.Sigmoid(),
         )
         self.low_classifier = nn.Conv2d(low_channels, num_classes, 1)
         self.high_classifier = nn.Conv2d(channels, num_classes, 1)
 
     def forward(self, low: torch.Tensor, high: torch.Tensor) -> torch.Tensor:
-        x = self.cbr(high) * self.scale(high)
+        gate = self.scale(high)
+        if gate.shape[-2:] != (1, 1):  # a strided pool: one gate per region, spread back over the map
+            gate = F.interpolate(gate, size=high.shape[-2:], mode="bilinear", align_corners=False)
+        x = self.cbr(high) * gate
         x = F.interpolate(x, size=low.shape[-2:], mode="bilinear", align_corners=False)
         return self.low_classifier(low) + self.high_classifier(x)
 
@@ -130,12 +170,36 @@ class LRASPP(SegmentationNetwork):
 
     prefix = SEGMENTATION_PREFIX
 
-    def __init__(self, backbone: MobileNet, num_classes: int = 21, segmentation_channels: int = 128):
+    def __init__(
+        self,
+        backbone: MobileNet,
+        num_classes: int = 21,
+        segmentation_channels: int = 128,
+        pool_kernel: int | tuple[int, int] | None = None,
+        pool_stride: int | tuple[int, int] | None = None,
+    ):
         super().__init__(backbone, num_classes, segmentation_channels)
+        self.pool_kernel = _pool_pair(pool_kernel, "pool_kernel")
+        self.pool_stride = _pool_pair(pool_stride, "pool_stride")
+        if self.pool_stride and not self.pool_kernel:
+            raise ValueError("pool_stride needs pool_kernel (the default pool is global)")
         # The head's BN keeps PyTorch's defaults (eps 1e-5), as torchvision's head does, whatever the
         # backbone's (V3: 1e-3): its weights convert unchanged.
-        self.head = LRASPPHead(self.low_channels, self.high_channels, num_classes, segmentation_channels)
+        self.head = LRASPPHead(
+            self.low_channels,
+            self.high_channels,
+            num_classes,
+            segmentation_channels,
+            pool_kernel=self.pool_kernel,
+            pool_stride=self.pool_stride,
+        )
         self._finish_heads(self.head)
+
+    def extra_config(self) -> dict:
+        return {
+            **({"pool_kernel": list(self.pool_kernel)} if self.pool_kernel else {}),
+            **({"pool_stride": list(self.pool_stride)} if self.pool_stride else {}),
+        }
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         low, high = self.features(x)

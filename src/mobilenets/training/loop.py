@@ -43,12 +43,11 @@ from .task import TASKS, Task
 
 
 @torch.no_grad()
-def predict_loader(
+def batch_predictions(
     model: nn.Module, loader, device: torch.device, bad: BadFileLog, channels_last: bool = True
 ):
-    """Logits and labels for every decodable sample of ``loader`` (bad files logged and skipped)."""
+    """(logits on the CPU, targets, indices) batch by batch for the decodable samples of ``loader``."""
     model.eval()
-    logits, labels, indices = [], [], []
     for images, targets, index, bad_files in loader:
         bad.add(bad_files)
         if images is None:
@@ -56,7 +55,16 @@ def predict_loader(
         images = images.to(device, non_blocking=True)
         if channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
-        logits.append(model(images).float().cpu())
+        yield model(images).float().cpu(), targets, index
+
+
+def predict_loader(
+    model: nn.Module, loader, device: torch.device, bad: BadFileLog, channels_last: bool = True
+):
+    """Logits and labels for every decodable sample of ``loader`` (bad files logged and skipped)."""
+    logits, labels, indices = [], [], []
+    for batch_logits, targets, index in batch_predictions(model, loader, device, bad, channels_last):
+        logits.append(batch_logits)
         labels.append(targets)
         indices.append(index)
     if not logits:
@@ -355,8 +363,12 @@ def _validate(run: Run, epoch: int, sums: dict[str, float], seen: int, seconds: 
     """The epoch's record: training metrics (per image) and the task's validation metrics."""
     config = run.config
     loader = _loader(run.val_set, config.batch_size // run.world.world, None, config.workers, None)
-    outputs, targets, _ = predict_loader(run.deployed, loader, run.device, run.bad, config.channels_last)
-    metrics = run.task.validate(outputs, targets)
+    validator = run.task.validator(config)
+    for outputs, targets, _ in batch_predictions(
+        run.deployed, loader, run.device, run.bad, config.channels_last
+    ):
+        validator.add(outputs, targets)
+    metrics = validator.result()
     return {
         "epoch": epoch,
         **{f"train_{name}": value / max(seen, 1) for name, value in sums.items()},

@@ -15,8 +15,9 @@ from PIL import Image
 
 from ..data.folders import BadFile, BadFileLog, BadImage, collate_skip_bad, list_images, load_image
 from ..data.segmentation import JointTransform, MaskDataset, scan_masks
+from .loop import batch_predictions
 from .plots import write_evaluation
-from .task import confusion_matrix, iou_metrics
+from .task import SegmentationValidator
 
 
 @dataclass
@@ -56,16 +57,14 @@ def evaluate_masks(
     loader = torch.utils.data.DataLoader(
         dataset, batch_size=batch_size, num_workers=workers, collate_fn=collate_skip_bad
     )
-    confusion = torch.zeros(model.num_classes, model.num_classes, dtype=torch.long)
-    bad, samples = BadFileLog(), 0
-    for images, masks, _, bad_files in loader:
-        bad.add(bad_files)
-        if images is None:
-            continue
-        logits = model(images.to(device).contiguous(memory_format=torch.channels_last)).cpu()
-        confusion += confusion_matrix(logits.argmax(1), masks, model.num_classes)
-        samples += len(images)
-    metrics = iou_metrics(confusion)
+    validator, bad, samples = SegmentationValidator(), BadFileLog(), 0
+    for logits, masks, _ in batch_predictions(model, loader, device, bad):
+        validator.add(logits, masks)
+        samples += len(masks)
+    metrics = validator.result()
+    confusion = validator.confusion
+    if confusion is None:  # every pair was bad
+        confusion = torch.zeros(model.num_classes, model.num_classes, dtype=torch.long)
     matrix = confusion.double()
     union = matrix.sum(0) + matrix.sum(1) - matrix.diag()
     per_class = [

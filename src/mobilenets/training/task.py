@@ -9,11 +9,13 @@ during training and validation, and which validation metric picks ``best.safeten
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 from ..data.folders import FolderDataset, Split, eval_transform, split_folder, train_transform
 from ..data.segmentation import IGNORE_INDEX, JointTransform, MaskDataset, MaskSplit, scan_masks
@@ -42,8 +44,18 @@ class Task(Protocol):
     def batch_sums(self, outputs: torch.Tensor, targets: torch.Tensor) -> dict[str, float]:
         """Training metrics of one batch as sums over its images (the loop divides by the images seen)."""
 
-    def validate(self, outputs: torch.Tensor, targets: torch.Tensor) -> dict[str, float]:
-        """Validation metrics (loss included) of every decodable validation image's outputs."""
+    def validator(self, config: TrainConfig) -> Validator:
+        """A fresh accumulator of the validation metrics (loss included), fed batch by batch."""
+
+
+class Validator(Protocol):
+    """Validation metrics accumulated batch by batch, so that a validation pass holds one batch's
+    outputs at a time (a segmentation batch's logits are classes x H x W per image)."""
+
+    def add(self, outputs: torch.Tensor, targets: torch.Tensor) -> None: ...
+
+    def result(self) -> dict[str, float]:
+        """The metrics over every batch added; NaN where no image was (every file bad)."""
 
 
 def accuracy(logits: torch.Tensor, labels: torch.Tensor, k: int = 1) -> float:
@@ -86,9 +98,8 @@ class Classification:
     def batch_sums(self, outputs: torch.Tensor, targets: torch.Tensor) -> dict[str, float]:
         return {"top1": float((outputs.argmax(1) == targets).sum())}
 
-    def validate(self, outputs: torch.Tensor, targets: torch.Tensor) -> dict[str, float]:
-        loss = float(self._loss(outputs, targets)) if len(targets) and self._loss else float("nan")
-        return {"loss": loss, "top1": accuracy(outputs, targets, 1), "top5": accuracy(outputs, targets, 5)}
+    def validator(self, config: TrainConfig) -> ClassificationValidator:
+        return ClassificationValidator(config.label_smoothing)
 
 
 class Segmentation:
@@ -126,14 +137,58 @@ class Segmentation:
         correct = ((outputs.argmax(1) == targets) & valid).sum((1, 2))
         return {"pixel_acc": float((correct / valid.sum((1, 2)).clamp(min=1)).sum())}
 
-    def validate(self, outputs: torch.Tensor, targets: torch.Tensor) -> dict[str, float]:
-        if not len(targets):
-            return {"loss": float("nan"), "miou": float("nan"), "pixel_acc": float("nan")}
-        confusion = confusion_matrix(outputs.argmax(1), targets, outputs.shape[1])
+    def validator(self, config: TrainConfig) -> SegmentationValidator:
+        return SegmentationValidator()
+
+
+@dataclass
+class ClassificationValidator:
+    """Cross-entropy (with the training's label smoothing) per image, top-1 and top-5 accuracy."""
+
+    label_smoothing: float = 0.0
+    loss_sum: float = 0.0
+    top1: float = 0.0
+    top5: float = 0.0
+    images: int = 0
+
+    def add(self, outputs: torch.Tensor, targets: torch.Tensor) -> None:
+        n = len(targets)
+        loss = F.cross_entropy(outputs, targets, label_smoothing=self.label_smoothing, reduction="sum")
+        self.loss_sum += float(loss)
+        self.top1 += accuracy(outputs, targets, 1) * n
+        self.top5 += accuracy(outputs, targets, 5) * n
+        self.images += n
+
+    def result(self) -> dict[str, float]:
+        if not self.images:
+            return {"loss": float("nan"), "top1": float("nan"), "top5": float("nan")}
         return {
-            "loss": float(self._loss(outputs, targets)) if self._loss else float("nan"),
-            **iou_metrics(confusion),
+            "loss": self.loss_sum / self.images,
+            "top1": self.top1 / self.images,
+            "top5": self.top5 / self.images,
         }
+
+
+@dataclass
+class SegmentationValidator:
+    """Cross-entropy per labelled pixel (255 ignored), and mIoU and pixel accuracy from the confusion
+    matrix summed over batches (never the logits of the whole split at once)."""
+
+    loss_sum: float = 0.0
+    pixels: int = 0
+    confusion: torch.Tensor | None = field(default=None, repr=False)
+
+    def add(self, outputs: torch.Tensor, targets: torch.Tensor) -> None:
+        loss = F.cross_entropy(outputs, targets, ignore_index=IGNORE_INDEX, reduction="sum")
+        self.loss_sum += float(loss)
+        self.pixels += int((targets != IGNORE_INDEX).sum())
+        batch = confusion_matrix(outputs.argmax(1), targets, outputs.shape[1])
+        self.confusion = batch if self.confusion is None else self.confusion + batch
+
+    def result(self) -> dict[str, float]:
+        if self.confusion is None:
+            return {"loss": float("nan"), "miou": float("nan"), "pixel_acc": float("nan")}
+        return {"loss": self.loss_sum / max(self.pixels, 1), **iou_metrics(self.confusion)}
 
 
 def confusion_matrix(predicted: torch.Tensor, targets: torch.Tensor, classes: int) -> torch.Tensor:

@@ -171,6 +171,8 @@ CONFIG_TYPES = {
     "atrous_style": str,
     "segmentation_channels": int,
     "aux_classifier": bool,
+    "pool_kernel": list,  # [height, width]
+    "pool_stride": list,
 }
 MAX_CLASSES = 1_000_000
 MAX_IN_CHANS = 64
@@ -191,7 +193,17 @@ def _checked_config(metadata: dict, path) -> dict:
             if kind is bool
             else (isinstance(value, kind) and not isinstance(value, bool))
         )
-        if not ok:
+        if kind is list:  # a (height, width) pair of small positive ints
+            ok = (
+                ok
+                and len(value) == 2
+                and all(isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= 4096 for v in value)
+            )
+            if not ok:
+                raise CheckpointError(
+                    f"{path}: config {key!r} must be [height, width] from 1 to 4096, got {value!r:.40}"
+                )
+        elif not ok:
             raise CheckpointError(f"{path}: config {key!r} must be {kind.__name__}, got {value!r:.40}")
     if not 0 <= config.get("num_classes", 1000) <= MAX_CLASSES:
         raise CheckpointError(

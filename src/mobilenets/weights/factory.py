@@ -32,6 +32,8 @@ def create_model(
     atrous_style: str = "slim",
     segmentation_channels: int | None = None,
     aux_classifier: bool = False,
+    pool_kernel: int | tuple[int, int] | None = None,
+    pool_stride: int | tuple[int, int] | None = None,
     features_only: bool = False,
     out_indices: tuple[int, ...] | None = None,
     feature_location: str = "bottleneck",
@@ -49,7 +51,8 @@ def create_model(
     variant at output stride 16 (or 8) with the LR-ASPP segmentation head (V3 Section 6.4);
     ``"deeplabv3_<variant>"`` has DeepLabv3's ASPP head (``aux_classifier=True``: torchvision's auxiliary
     head). ``num_classes`` defaults to 21 there; ``segmentation_channels`` is the head's width (LR-ASPP's
-    F=128, DeepLabv3's 256 by default).
+    F=128, DeepLabv3's 256 by default); ``pool_kernel`` / ``pool_stride`` give LR-ASPP V3 Figure 10's
+    regional pooling (49x49 at (16, 20)) instead of global pooling.
 
     ``weights``: "torchvision" or "keras" (ImageNet weights through the torch.hub cache, see
     :mod:`mobilenets.weights.pretrained`), or the path of a native checkpoint for this architecture. With
@@ -70,6 +73,8 @@ def create_model(
             num_classes=num_classes,
             segmentation_channels=segmentation_channels,
             aux_classifier=aux_classifier,
+            pool_kernel=pool_kernel,
+            pool_stride=pool_stride,
             output_stride=16 if output_stride == 32 else output_stride,
             atrous_style=atrous_style,
             in_chans=in_chans,
