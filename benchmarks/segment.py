@@ -81,10 +81,15 @@ def main() -> None:
         "torchvision": OnnxSession(theirs_onnx, threads=args.threads),
     }
     image = x.numpy()
-    outputs = {name: session.session.run(None, {session.input_name: image})[0] for name, session in sessions.items()}
+    outputs = {
+        name: session.session.run(None, {session.input_name: image})[0] for name, session in sessions.items()
+    }
     assert outputs["ours"].shape == outputs["torchvision"].shape == (1, 21, RESOLUTION, RESOLUTION)
     times = interleaved(
-        {name: lambda s=session: s.session.run(None, {s.input_name: image}) for name, session in sessions.items()},
+        {
+            name: lambda s=session: s.session.run(None, {s.input_name: image})
+            for name, session in sessions.items()
+        },
         args.rounds,
         3,
     )

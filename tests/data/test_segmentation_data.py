@@ -134,3 +134,24 @@ def test_the_demo_masks_match_their_images(tmp_path):
     mask = load_mask(split.train[0][1])
     assert mask.shape == (64, 64) and set(np.unique(mask)) <= set(range(len(demo.SEGMENTATION_CLASSES)))
     assert 0 < (mask > 0).mean() < 0.9  # shapes on a background
+
+
+def test_validation_accumulates_batch_by_batch():
+    """Two batches added one at a time give what the whole split gives at once: the pixel-weighted
+    loss over labelled pixels, and mIoU from the summed confusion matrix."""
+    from mobilenets.training.task import SegmentationValidator
+
+    generator = torch.Generator().manual_seed(0)
+    logits = torch.randn(5, 3, 6, 6, generator=generator)
+    targets = torch.randint(0, 3, (5, 6, 6), generator=generator)
+    targets[0, :3] = IGNORE_INDEX
+    validator = SegmentationValidator()
+    validator.add(logits[:2], targets[:2])
+    validator.add(logits[2:], targets[2:])
+    whole = torch.nn.functional.cross_entropy(logits, targets, ignore_index=IGNORE_INDEX)
+    result = validator.result()
+    assert result["loss"] == pytest.approx(float(whole), rel=1e-6)
+    assert result["miou"] == pytest.approx(
+        iou_metrics(confusion_matrix(logits.argmax(1), targets, 3))["miou"]
+    )
+    assert SegmentationValidator().result()["miou"] != SegmentationValidator().result()["miou"]  # NaN

@@ -685,3 +685,22 @@ def test_lraspp_runs_in_the_numpy_runner(tmp_path):
     from mobilenets.cli import main
 
     assert main(["run", str(path), str(picture)]) == 2
+
+
+def test_lraspp_with_the_papers_regional_pooling_runs_in_the_numpy_runner(tmp_path):
+    """V3 Figure 10's strided gate pooling exports to AveragePool (then Resize back to the map): the runner
+    matches ONNX Runtime within 1e-4, and the gate really is regional (it differs from global pooling)."""
+    torch.manual_seed(0)
+    model = mobilenets.create_model(
+        "lraspp_mobilenet_v3_small_050", num_classes=4, pool_kernel=(5, 5), pool_stride=(2, 3)
+    ).eval()
+    model = randomize_batchnorm(model, seed=4, resolution=128)
+    path = export_onnx(model, tmp_path / "regional.onnx", resolution=128).path
+    assert "AveragePool" in {node.op_type for node in __import__("onnx").load(str(path)).graph.node}
+    x = probe_inputs(2, 128, seed=5).numpy()
+    expected = _ort(path, x)
+    assert _relative(OnnxModel(path)(x), expected) < 1e-4
+    globally = mobilenets.create_model("lraspp_mobilenet_v3_small_050", num_classes=4).eval()
+    globally.load_state_dict(model.state_dict())
+    with torch.no_grad():
+        assert _relative(globally(torch.from_numpy(x)).numpy(), expected) > 1e-3

@@ -156,6 +156,8 @@ def test_recipes_and_config_errors():
         TrainConfig(data="d", out="o", optimizer="lamb")
     with pytest.raises(ValueError, match="image_size must be >= 32"):
         TrainConfig(data="d", out="o", image_size=16)
+    with pytest.raises(ValueError, match=r"scale_range must be \(low, high\) with 0 < low <= high"):
+        TrainConfig(data="d", out="o", scale_range=(2.0, 0.5))
 
 
 def test_learning_rate_schedule():

@@ -150,3 +150,21 @@ def test_segmentation_ddp_on_two_cpu_processes(tmp_path):
     assert report["task"] == "segmentation"
     history = [json.loads(line) for line in RunFiles(ddp).metrics.read_text().splitlines()]
     assert [r["epoch"] for r in history] == [0, 1] and 0 <= history[-1]["val_miou"] <= 1
+
+
+def test_the_segmentation_demo_runs_end_to_end(tmp_path, capsys):
+    """`mobilenets demo --task segment` for one epoch: the scenes, a model, its evaluation and masks.
+    (The full demo's mIoU and time are measured by benchmarks/segment_demo.py: about ten minutes does not
+    fit the test suite's budget.)"""
+    out = tmp_path / "seg"
+    code = main(["demo", "--task", "segment", "--out", str(out), "--epochs", "1", "--quiet"])
+    printed = capsys.readouterr().out
+    assert code == 1  # one epoch is far below the 0.8 target, and the exit status says so
+    assert "is below the 0.8 target" in printed and "triangle" in printed
+    evaluation = json.loads((out / "eval" / "evaluation.json").read_text())
+    assert evaluation["samples"] == 150 and evaluation["classes"] == list(demo.SEGMENTATION_CLASSES)
+    masks = sorted(p.name for p in (out / "eval" / "masks").iterdir())
+    assert masks == sorted(f"{i:05d}{suffix}.png" for i in range(4) for suffix in ("", "_overlay"))
+    assert Image.open(out / "eval" / "masks" / "00000.png").size == (128, 128)
+    # A second demo replaces the first, its sample masks included.
+    assert main(["demo", "--task", "segment", "--out", str(out), "--epochs", "1", "--quiet"]) == 1

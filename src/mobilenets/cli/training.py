@@ -235,14 +235,22 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
     print("== The numbers (V1 Table 8, computed by `mobilenets profile`) ==\n")
     print(talk_table())
-    return run_demo(args.out, epochs=args.epochs, quiet=args.quiet)
+    out = args.out or ("runs/demo-segment" if args.task == "segment" else "runs/demo")
+    return run_demo(out, epochs=args.epochs, quiet=args.quiet, task=args.task)
 
 
 def add_demo(commands) -> None:
     demo = commands.add_parser(
         "demo", help="the end-to-end demo: numbers, train on the demo data, evaluate, predict"
     )
-    demo.add_argument("--out", default="runs/demo")
+    demo.add_argument(
+        "--task",
+        choices=("classify", "segment"),
+        default="classify",
+        help="classify: V3-Small on rendered shapes (target top-1 >= 90%%); segment: LR-ASPP V3-Small on "
+        "rendered scenes with pixel masks (target mIoU >= 0.8)",
+    )
+    demo.add_argument("--out", help="run folder (default runs/demo, or runs/demo-segment)")
     demo.add_argument("--epochs", type=positive_int)
     demo.add_argument("--quiet", action="store_true")
     demo.set_defaults(func=cmd_demo)

@@ -110,20 +110,34 @@ def _draw(draw: ImageDraw.ImageDraw, kind: str, cx: float, cy: float, r: float, 
 
 
 SEGMENTATION_CLASSES = ("background", *CLASSES)
+SCENES_VERSION = 2  # bump when render_scene draws differently
 
 
-def render_scene(rng: np.random.Generator, size: int = 96) -> tuple[Image.Image, Image.Image]:
-    """An image with one to three shapes on a texture, and its mask: each pixel's class index
-    (0 background, then ``CLASSES`` from 1), drawn together at 2x; the mask is downsampled by nearest."""
+def render_scene(rng: np.random.Generator, size: int = 128) -> tuple[Image.Image, Image.Image]:
+    """An image with one or two shapes on a texture, and its mask: each pixel's class index (0
+    background, then ``CLASSES`` from 1), drawn together at 2x; the mask is downsampled by nearest.
+
+    The shapes do not overlap and are 0.4-0.64 of the image across: LR-ASPP predicts at 1/8 of the
+    input, and at 128 pixels a mask upsampled from a 16x16 grid can still follow a ring's band or a
+    star's points (an ideal 1/8 map scores mIoU 0.91 on these scenes; with three smaller, overlapping
+    shapes at 96 pixels it was 0.83, and a network trained in minutes could not reach 0.8).
+    """
     big = size * 2
     image = _texture(rng, size).resize((big, big), Image.BILINEAR)
     mask = Image.new("L", (big, big), 0)
     draw, mask_draw = ImageDraw.Draw(image), ImageDraw.Draw(mask)
     background = np.asarray(image, dtype=np.float32).mean((0, 1))
-    for _ in range(int(rng.integers(1, 4))):
+    placed: list[tuple[float, float, float]] = []
+    for _ in range(int(rng.integers(1, 3))):
         label = int(rng.integers(0, len(CLASSES)))
-        r = rng.uniform(0.14, 0.3) * big
-        cx, cy, angle = rng.uniform(r, big - r), rng.uniform(r, big - r), rng.uniform(0, 2 * math.pi)
+        for _ in range(30):  # a place clear of the shapes already drawn
+            r = rng.uniform(0.2, 0.32) * big
+            cx, cy, angle = rng.uniform(r, big - r), rng.uniform(r, big - r), rng.uniform(0, 2 * math.pi)
+            if all(math.hypot(cx - x, cy - y) > r + q + 2 for x, y, q in placed):
+                break
+        else:
+            continue
+        placed.append((cx, cy, r))
         for _ in range(20):
             colour = rng.integers(0, 256, 3)
             if np.abs(colour - background).sum() > 180:
@@ -138,13 +152,17 @@ def render_scene(rng: np.random.Generator, size: int = 96) -> tuple[Image.Image,
 
 
 def write_segmentation_dataset(
-    root: str | os.PathLike, train: int = 600, val: int = 150, size: int = 96, seed: int = 0
+    root: str | os.PathLike, train: int = 600, val: int = 150, size: int = 128, seed: int = 0
 ) -> Path:
     """Write {train,val}/images/*.jpg, {train,val}/masks/*.png (index masks) and classes.txt under
     ``root``; skipped when ``root`` already holds a complete copy made with the same arguments."""
     root = Path(root)
     stamp = root / ".demo-segmentation"
-    signature = f"classes={','.join(SEGMENTATION_CLASSES)} train={train} val={val} size={size} seed={seed}\n"
+    # The scene version is part of the signature: data rendered by an earlier renderer is rendered again.
+    signature = (
+        f"scenes={SCENES_VERSION} classes={','.join(SEGMENTATION_CLASSES)} train={train} val={val} "
+        f"size={size} seed={seed}\n"
+    )
     if stamp.exists() and stamp.read_text() == signature:
         return root
     for split, count in (("train", train), ("val", val)):

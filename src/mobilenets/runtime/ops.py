@@ -153,6 +153,67 @@ def GlobalAveragePool(X):
     return X.mean(axis=tuple(range(2, X.ndim)), keepdims=True)
 
 
+def AveragePool(
+    X,
+    *,
+    kernel_shape,
+    auto_pad="NOTSET",
+    ceil_mode=0,
+    count_include_pad=0,
+    dilations=None,
+    pads=None,
+    strides=None,
+):
+    """Average over windows (any number of spatial axes). LR-ASPP's regional gate pooling (V3 Figure 10)
+    exports to this. The mean divides by the window's input positions, plus its explicit padding when
+    ``count_include_pad``; positions past the padding that ``ceil_mode`` adds never count."""
+    spatial = X.ndim - 2
+    kernel = [int(k) for k in kernel_shape]
+    strides = [int(v) for v in strides] if strides else [1] * spatial
+    dilations = [int(v) for v in dilations] if dilations else [1] * spatial
+    size = X.shape[2:]
+    extent = [(k - 1) * d + 1 for k, d in zip(kernel, dilations, strict=True)]
+    if auto_pad in ("SAME_UPPER", "SAME_LOWER"):
+        out = [-(-n // s) for n, s in zip(size, strides, strict=True)]
+        total = [max(0, (o - 1) * s + e - n) for o, s, e, n in zip(out, strides, extent, size, strict=True)]
+        begin = [t // 2 if auto_pad == "SAME_UPPER" else t - t // 2 for t in total]
+        pads = begin + [t - b for t, b in zip(total, begin, strict=True)]
+    elif auto_pad == "VALID":
+        pads = [0] * (2 * spatial)
+    elif auto_pad != "NOTSET":
+        raise NotImplementedError(f"AveragePool auto_pad={auto_pad!r}")
+    pads = [int(p) for p in pads] if pads else [0] * (2 * spatial)
+    out = []
+    for axis in range(spatial):
+        padded = size[axis] + pads[axis] + pads[axis + spatial] - extent[axis]
+        count = (-(-padded // strides[axis]) if ceil_mode else padded // strides[axis]) + 1
+        if ceil_mode and (count - 1) * strides[axis] >= size[axis] + pads[axis]:
+            count -= 1  # a last window that would start in the end padding is dropped
+        out.append(count)
+    # Zero-pad to cover every window; ``weight`` is 1 where a position counts toward the divisor.
+    reach = [(o - 1) * s + e for o, s, e in zip(out, strides, extent, strict=True)]
+    widths = [(0, 0), (0, 0)] + [(pads[a], max(0, reach[a] - size[a] - pads[a])) for a in range(spatial)]
+    data = np.pad(X.astype(np.float64), widths)
+    weight = np.zeros(data.shape[2:])
+    counted = tuple(
+        slice(0, pads[a] + size[a] + pads[a + spatial])
+        if count_include_pad
+        else slice(pads[a], pads[a] + size[a])
+        for a in range(spatial)
+    )
+    weight[counted] = 1.0
+    total = np.zeros(X.shape[:2] + tuple(out))
+    divisor = np.zeros(tuple(out))
+    for offset in np.ndindex(*kernel):
+        window = tuple(
+            slice(o * d, o * d + (n - 1) * s + 1, s)
+            for o, d, n, s in zip(offset, dilations, out, strides, strict=True)
+        )
+        total += data[(slice(None), slice(None)) + window]
+        divisor += weight[window]
+    return (total / np.maximum(divisor, 1)).astype(X.dtype)
+
+
 def ReduceMean(data, axes=None, *, keepdims=1, noop_with_empty_axes=0):
     return prepare_reduce_mean(data, axes, keepdims=keepdims, noop_with_empty_axes=noop_with_empty_axes)(data)
 

@@ -1,12 +1,14 @@
-"""The demo job: train a MobileNetV3-Small from scratch on the built-in demo dataset, then evaluate and
-predict with it (``mobilenets demo``, after the numbers table)."""
+"""The demo jobs: train a MobileNetV3-Small from scratch on the built-in demo dataset, then evaluate and
+predict with it (``mobilenets demo``, after the numbers table); or LR-ASPP on V3-Small on rendered scenes
+with pixel masks (``mobilenets demo --task segment``)."""
 
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
-from ..data.demo import CLASSES
+from ..data.demo import CLASSES, SEGMENTATION_CLASSES
 
 # The demo's training settings: the "scratch" recipe plus these. Gentle crops keep the whole shape in view
 # (a 50% crop can cut a star into a triangle), and evaluation sees the whole image (eval_crop=1).
@@ -28,9 +30,35 @@ DEMO_TRAINING = dict(
 )
 
 
-def run_demo(out: str | os.PathLike = "runs/demo", epochs: int | None = None, quiet: bool = False) -> int:
+# The segmentation demo's settings (issue 19: mIoU >= 0.8 within about 15 minutes on 2 CPU cores).
+# Measured on 2 cores (AVX-512): 40 epochs (1,480 steps) in 8.5 minutes reach mIoU 0.88. At 96 pixels
+# the same steps reached 0.76 (a 12x12 logit grid blurs the rings' bands and the stars' points), and
+# the full 0.5-2x rescale of the VOC references slowed learning without helping on these scenes.
+DEMO_SEGMENTATION = dict(
+    model="lraspp_mobilenet_v3_small_100",
+    task="segment",
+    epochs=40,
+    batch_size=16,
+    image_size=128,
+    lr=1e-2,
+    scale_range=(0.75, 1.25),
+    workers=0,
+    demo_images={"train": 600, "val": 150, "size": 128},
+)
+SEGMENTATION_TARGET = 0.8
+
+
+def run_demo(
+    out: str | os.PathLike = "runs/demo",
+    epochs: int | None = None,
+    quiet: bool = False,
+    task: str = "classify",
+) -> int:
     """The README's main job after the numbers: train, evaluate and predict on the demo dataset."""
     import time
+
+    if task == "segment":
+        return run_segmentation_demo(out, epochs, quiet)
 
     from .config import config_from_recipe
     from .evaluate import evaluate, predict
@@ -65,3 +93,52 @@ def run_demo(out: str | os.PathLike = "runs/demo", epochs: int | None = None, qu
     )
     print(f"{out}/demo-data/         the generated images (train/ and val/)")
     return 0 if evaluation.top1 >= 0.9 else 1
+
+
+def run_segmentation_demo(
+    out: str | os.PathLike = "runs/demo-segment", epochs: int | None = None, quiet: bool = False
+) -> int:
+    """``mobilenets demo --task segment``: LR-ASPP V3-Small from scratch on rendered scenes with masks,
+    then mIoU and per-class IoU on the validation scenes and masks predicted for a few of them."""
+    import time
+
+    from .config import config_from_recipe
+    from .evaluate import evaluate, predict
+    from .loop import fit
+
+    out = Path(out)
+    settings = dict(DEMO_SEGMENTATION, **({"epochs": epochs} if epochs else {}))
+    shapes = len(SEGMENTATION_CLASSES) - 1
+    print(
+        f"\n== Training {settings['model']} on rendered scenes ({shapes} shapes + background, pixel masks) ==\n"
+    )
+    started = time.perf_counter()
+    config = config_from_recipe("scratch", data="demo", out=str(out), **settings)
+    fit(config, progress=not quiet, overwrite=True)
+    print(f"trained in {time.perf_counter() - started:.0f} s")
+    print("\n== Evaluation on the validation scenes ==\n")
+    evaluation = evaluate(out, "demo", out=out / "eval", workers=0)
+    for row in evaluation.per_class:
+        iou = "-" if row["iou"] is None else f"{row['iou']:.3f}"
+        print(f"  {row['class']:<12} IoU {iou}")
+    verdict = "meets" if evaluation.miou >= SEGMENTATION_TARGET else "is below"
+    print(
+        f"mIoU {evaluation.miou:.3f} ({verdict} the {SEGMENTATION_TARGET} target), pixel accuracy "
+        f"{evaluation.pixel_acc:.1%}, {evaluation.samples} scenes"
+    )
+    print("\n== A few predicted masks ==\n")
+    images = out / "demo-data" / "val" / "images"
+    samples, predicted = out / "eval" / "samples", out / "eval" / "masks"
+    for folder in (samples, predicted):  # an earlier demo's, inside the run folder fit just replaced
+        shutil.rmtree(folder, ignore_errors=True)
+    samples.mkdir(parents=True)
+    for name in sorted(os.listdir(images))[:4]:
+        shutil.copyfile(images / name, samples / name)
+    for item in predict(out, samples, out=predicted, workers=0):
+        shares = ", ".join(f"{c} {f:.0%}" for c, f in item.fractions[:3])
+        print(f"{Path(item.path).relative_to(out)}: {Path(item.mask).relative_to(out)} ({shares})")
+    print(f"\n== Files ==\n\n{out}/best.safetensors   the trained model (evaluate / predict / export)")
+    print(f"{out}/curves.png          loss, pixel accuracy and mIoU per epoch")
+    print(f"{out}/eval/confusion.png  the pixel confusion matrix;  {out}/eval/evaluation.json  per-class IoU")
+    print(f"{out}/eval/masks/         masks (index PNGs) and colour overlays of eval/samples/")
+    return 0 if evaluation.miou >= SEGMENTATION_TARGET else 1
