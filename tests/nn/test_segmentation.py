@@ -219,3 +219,26 @@ def test_the_papers_regional_gate_pooling(tmp_path):
         mobilenets.create_model("lraspp_mobilenet_v3_small", pool_stride=2)
     with pytest.raises(ValueError, match="LR-ASPP options"):
         mobilenets.create_model("deeplabv3_mobilenet_v3_small", pool_kernel=3)
+
+
+def test_profile_prints_table_7s_setting(capsys):
+    """`mobilenets profile` takes Table 7's setting from the command line: 19 classes, RF2, 1024x2048."""
+    assert (
+        main(
+            [
+                "profile",
+                "lraspp_mobilenet_v3_small",
+                "--resolution",
+                "1024x2048",
+                "--num-classes",
+                "19",
+                "--reduced-tail",
+            ]
+        )
+        == 0
+    )
+    row = capsys.readouterr().out.splitlines()[-1].split()
+    assert row == ["lraspp_mobilenet_v3_small", "1024x2048", "515,614", "2,832.0"]
+    with pytest.raises(SystemExit):
+        main(["profile", "mobilenet_v2_100", "--resolution", "224x"])
+    assert "N or HEIGHTxWIDTH" in capsys.readouterr().err

@@ -6,7 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
-from .arguments import positive_int
+from .arguments import positive_int, resolution_arg
 
 
 def cmd_profile(args: argparse.Namespace) -> int:
@@ -29,9 +29,10 @@ def cmd_profile(args: argparse.Namespace) -> int:
         return 0
     profiles = []
     for spec in args.models:
-        label, module = resolve_module(spec)
+        label, module = resolve_module(spec, args.num_classes, args.reduced_tail)
         minimum = getattr(module, "min_resolution", 1)
-        if args.resolution < minimum:
+        smallest = args.resolution if isinstance(args.resolution, int) else min(args.resolution)
+        if smallest < minimum:
             raise ValueError(f"--resolution {args.resolution} is too small for {label}: at least {minimum}")
         profiles.append(profile_module(module, args.resolution, name=label))
     if args.json:
@@ -70,7 +71,15 @@ def add_profile(commands) -> None:
         metavar="MODEL",
         help="registered name, googlenet, vgg16, or package.module:factory",
     )
-    profile.add_argument("--resolution", type=positive_int, default=224, help="input size (default 224)")
+    profile.add_argument(
+        "--resolution", type=resolution_arg, default=224, help="input size, N or HxW (default 224)"
+    )
+    profile.add_argument(
+        "--num-classes", type=positive_int, help="classes (default 1000; 21 for segmentation)"
+    )
+    profile.add_argument(
+        "--reduced-tail", action="store_true", help="V3's RF2: the last stage at half width (Table 7)"
+    )
     profile.add_argument(
         "--per-layer", action="store_true", help="each layer, and each depthwise separable pair"
     )

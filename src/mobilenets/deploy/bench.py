@@ -98,17 +98,25 @@ def peak_gflops(threads: int, kind: str = "fp32") -> float:
     return n**3 / best / 1e9
 
 
+VECTOR_FLAGS = ("avx2", "fma", "avx512f", "avx512bw", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_tile")
+
+
 def machine_info(threads: int) -> dict:
     cpu = platform.processor() or platform.machine()
+    flags: set[str] = set()
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
+            if line.startswith("model name") and cpu == (platform.processor() or platform.machine()):
                 cpu = line.split(":", 1)[1].strip()
-                break
+            elif line.startswith("flags") and not flags:
+                flags = set(line.split(":", 1)[1].split())
     except OSError:
         pass
     info = {
         "cpu": cpu,
+        # The vector extensions decide which kernels oneDNN, MLAS and the generated C run.
+        "cpu flags": ", ".join(name for name in VECTOR_FLAGS if name in flags)
+        or "unknown (no /proc/cpuinfo)",
         "cores": os.cpu_count(),
         "threads": threads,
         "torch": torch.__version__,

@@ -32,10 +32,15 @@ def format_table(headers: list[str], rows: list[list[str]], align: str | None = 
     return "\n".join([line(headers), line(["-" * w for w in widths]), *[line(r) for r in rows]])
 
 
-def resolve_module(spec: str, num_classes: int = 1000) -> tuple[str, nn.Module]:
-    """A registered name, a reference net ("googlenet", "vgg16"), or "package.module:factory"."""
+def resolve_module(
+    spec: str, num_classes: int | None = None, reduced_tail: bool = False
+) -> tuple[str, nn.Module]:
+    """A registered name, a reference net ("googlenet", "vgg16"), or "package.module:factory".
+    ``num_classes`` defaults to 1000 (21 for segmentation); ``reduced_tail`` is V3's RF2 option."""
+    if reduced_tail and (spec in REFERENCE_NETS or ":" in spec):
+        raise ValueError(f"--reduced-tail is an option of the MobileNets, not of {spec}")
     if spec in REFERENCE_NETS:
-        return spec, REFERENCE_NETS[spec](num_classes=num_classes)
+        return spec, REFERENCE_NETS[spec](num_classes=num_classes or 1000)
     if ":" in spec:
         module_name, _, attr = spec.partition(":")
         try:
@@ -44,9 +49,9 @@ def resolve_module(spec: str, num_classes: int = 1000) -> tuple[str, nn.Module]:
             raise ValueError(f"cannot load {spec!r}: {error}") from error
         return spec, factory()
     if is_segmentation_name(spec):  # LR-ASPP / DeepLabv3 at their usual 21 classes (VOC)
-        return spec, build_segmentation_model(spec)
+        return spec, build_segmentation_model(spec, num_classes=num_classes or 21, reduced_tail=reduced_tail)
     get_variant(spec)  # raises with the allowed names
-    return spec, build_model(spec, num_classes=num_classes)
+    return spec, build_model(spec, num_classes=num_classes or 1000, reduced_tail=reduced_tail)
 
 
 def talk_table() -> str:
@@ -102,7 +107,15 @@ def zoo_table(resolution: int = 224) -> str:
 
 
 def profiles_table(profiles: list[Profile]) -> str:
-    rows = [[p.name, str(p.resolution), f"{p.params:,}", f"{p.madds / 1e6:,.1f}"] for p in profiles]
+    rows = [
+        [
+            p.name,
+            "x".join(map(str, p.resolution)) if isinstance(p.resolution, tuple) else str(p.resolution),
+            f"{p.params:,}",
+            f"{p.madds / 1e6:,.1f}",
+        ]
+        for p in profiles
+    ]
     return format_table(["model", "resolution", "params", "MAdds (M)"], rows)
 
 
