@@ -22,6 +22,7 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python benchmarks/eager.py
 	$(BIN)/python benchmarks/train.py
+	$(BIN)/python benchmarks/segment.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks

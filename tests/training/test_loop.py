@@ -27,7 +27,7 @@ TINY = dict(
 
 
 @pytest.mark.parametrize("moment", ["after_first_checkpoint", "before_any_checkpoint"])
-def test_kill_9_and_resume_gives_the_same_finaltrained_weights(tmp_path, moment):
+def test_kill_9_and_resume_gives_the_same_final_weights(tmp_path, moment):
     reference = tmp_path / "reference"
     subprocess.run([sys.executable, str(train_script(tmp_path, TINY, reference))], check=True, timeout=300)
 
