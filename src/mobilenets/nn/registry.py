@@ -12,6 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 
+from .detection import DETECTION_PREFIX, SSDLite, is_detection_name
 from .network import FeatureExtractor, MobileNet
 from .scaling import NetworkPlan, plan_v1, plan_v2, plan_v3
 from .segmentation import (
@@ -191,6 +192,8 @@ def build_model(
     """
     if is_segmentation_name(name):
         raise ValueError(f"{name} is a segmentation model: build it with build_segmentation_model")
+    if is_detection_name(name):
+        raise ValueError(f"{name} is a detection model: build it with build_detection_model")
     variant = get_variant(name)
     family = FAMILIES[variant.family]
     model = MobileNet(
@@ -249,6 +252,36 @@ def build_segmentation_model(
     if aux_classifier:
         raise ValueError("aux_classifier is a DeepLabv3 option; LR-ASPP has no auxiliary head")
     return LRASPP(backbone, num_classes, segmentation_channels or 128, pool_kernel, pool_stride)
+
+
+def build_detection_model(
+    name: str,
+    *,
+    num_classes: int = 91,
+    reduced_tail: bool = False,
+    first_map_boxes: int = 6,
+    bn_eps: float | None = None,
+    bn_momentum: float | None = None,
+    **options,
+) -> SSDLite:
+    """``ssdlite_<variant>`` (V2 Section 6.2, V3 Section 6.3), e.g. "ssdlite_mobilenet_v3_large" or
+    "ssdlite_mobilenet_v2_050": the variant at output stride 32 with SSDLite's extra layers and heads,
+    91 classes (COCO's ids, 0 = background) by default. BN uses TF's detection settings (eps 1e-3,
+    momentum 0.03) as torchvision's ``ssdlite320_mobilenet_v3_large`` does; with ``reduced_tail=True``
+    (V3's "†" rows in Table 6) the network is torchvision's (3,440,060 parameters at 91 classes).
+    ``first_map_boxes=3`` is TF's layout (3 default boxes per cell on the first map), as the papers'
+    Table 6 rows were counted."""
+    if not is_detection_name(name):
+        raise ValueError(f"{name!r} is not a detection model: its name starts with ssdlite_")
+    backbone = build_model(
+        segmentation_backbone_name(name.removeprefix(DETECTION_PREFIX)),
+        num_classes=0,
+        reduced_tail=reduced_tail,
+        bn_eps=1e-3 if bn_eps is None else bn_eps,
+        bn_momentum=0.03 if bn_momentum is None else bn_momentum,
+        **options,
+    )
+    return SSDLite(backbone, num_classes, first_map_boxes=first_map_boxes)
 
 
 def build_from_config(arch: str, **config) -> MobileNet | LRASPP:

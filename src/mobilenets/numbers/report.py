@@ -9,7 +9,8 @@ import importlib
 
 from torch import nn
 
-from ..nn.registry import VARIANTS, build_model, build_segmentation_model, get_variant
+from ..nn.detection import is_detection_name
+from ..nn.registry import VARIANTS, build_detection_model, build_model, build_segmentation_model, get_variant
 from ..nn.segmentation import is_segmentation_name
 from .comparison import REFERENCE_NETS
 from .profile import Profile
@@ -50,6 +51,8 @@ def resolve_module(
         return spec, factory()
     if is_segmentation_name(spec):  # LR-ASPP / DeepLabv3 at their usual 21 classes (VOC)
         return spec, build_segmentation_model(spec, num_classes=num_classes or 21, reduced_tail=reduced_tail)
+    if is_detection_name(spec):  # SSDLite at COCO's 91 classes
+        return spec, build_detection_model(spec, num_classes=num_classes or 91, reduced_tail=reduced_tail)
     get_variant(spec)  # raises with the allowed names
     return spec, build_model(spec, num_classes=num_classes or 1000, reduced_tail=reduced_tail)
 

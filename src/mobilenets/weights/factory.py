@@ -9,8 +9,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ..nn.detection import is_detection_name
 from ..nn.network import FeatureExtractor, MobileNet
-from ..nn.registry import build_model, build_segmentation_model, get_variant
+from ..nn.registry import build_detection_model, build_model, build_segmentation_model, get_variant
 from ..nn.segmentation import LRASPP, DeepLabV3, is_segmentation_name
 from .checkpoint import CheckpointError, load, read
 from .pretrained import PRETRAINED, load_pretrained
@@ -34,6 +35,7 @@ def create_model(
     aux_classifier: bool = False,
     pool_kernel: int | tuple[int, int] | None = None,
     pool_stride: int | tuple[int, int] | None = None,
+    first_map_boxes: int = 6,
     features_only: bool = False,
     out_indices: tuple[int, ...] | None = None,
     feature_location: str = "bottleneck",
@@ -52,13 +54,29 @@ def create_model(
     ``"deeplabv3_<variant>"`` has DeepLabv3's ASPP head (``aux_classifier=True``: torchvision's auxiliary
     head). ``num_classes`` defaults to 21 there; ``segmentation_channels`` is the head's width (LR-ASPP's
     F=128, DeepLabv3's 256 by default); ``pool_kernel`` / ``pool_stride`` give LR-ASPP V3 Figure 10's
-    regional pooling (49x49 at (16, 20)) instead of global pooling.
+    regional pooling (49x49 at (16, 20)) instead of global pooling. ``"ssdlite_<variant>"`` is SSDLite
+    (V2 Section 6.2, V3 Section 6.3; raw head outputs for now, 91 classes by default);
+    ``first_map_boxes=3`` is TF's box layout that the papers' Table 6 counts.
 
     ``weights``: "torchvision" or "keras" (ImageNet weights through the torch.hub cache, see
     :mod:`mobilenets.weights.pretrained`), or the path of a native checkpoint for this architecture. With
     weights, a ``num_classes`` other than theirs needs ``reset_classifier=True`` (keeps the backbone,
     new classifier).
     """
+    if is_detection_name(name):
+        if weights is not None:
+            raise ValueError(f"{name}: detection weights are not loadable yet (issue 18)")
+        return build_detection_model(
+            name,
+            num_classes=91 if num_classes is None else num_classes,
+            reduced_tail=reduced_tail,
+            first_map_boxes=first_map_boxes,
+            in_chans=in_chans,
+            bn_eps=bn_eps,
+            bn_momentum=bn_momentum,
+            padding=padding,
+            memory_format=memory_format,
+        )
     segmentation = is_segmentation_name(name)
     if num_classes is None:  # the task's usual default: ImageNet's 1000, or VOC's 21 for segmentation
         num_classes = 21 if segmentation else 1000
