@@ -85,3 +85,45 @@ def test_table_6_rows(name, reduced_tail, paper_madds, paper_params, madds, para
         assert round(profile.params_without_bn / 1e6, 2) == paper_params
     with pytest.raises(ValueError, match="first_map_boxes must be 6"):
         mobilenets.create_model(name, first_map_boxes=4)
+
+
+def _same_weights_pair(seed: int):
+    ours = mobilenets.create_model("ssdlite_mobilenet_v3_large", reduced_tail=True)
+    ours = randomize_batchnorm(ours, seed=seed, resolution=320).eval()
+    reference = detection.ssdlite320_mobilenet_v3_large(weights=None, weights_backbone=None).eval()
+    copy_by_order(ours.state_dict(), reference)
+    return ours, reference
+
+
+def test_default_boxes_and_detections_are_torchvisions():
+    """The same default boxes, and the same final detections from the same weights: boxes within 1e-3
+    px, the same labels, scores within 1e-5 (torchvision takes [0, 1] images and normalises them itself)."""
+    from mobilenets.nn.boxes import default_boxes
+
+    ours, reference = _same_weights_pair(seed=5)
+    images = (structured_inputs(2, 320, seed=6) / 4 + 0.5).clamp(0, 1)
+    maps = [(20, 20), (10, 10), (5, 5), (3, 3), (2, 2), (1, 1)]
+    from torchvision.models.detection.image_list import ImageList
+
+    expected_boxes = reference.anchor_generator(
+        ImageList(images, [(320, 320)] * 2), ours.feature_maps(images)
+    )[0]
+    torch.testing.assert_close(default_boxes(maps, (320, 320)), expected_boxes, atol=1e-4, rtol=0)
+    with torch.no_grad():
+        expected = reference(list(images))
+    got = ours.detect((images - 0.5) / 0.5)
+    for mine, theirs in zip(got, expected, strict=True):
+        assert len(mine["boxes"]) == len(theirs["boxes"]) == 300
+        assert torch.equal(mine["labels"], theirs["labels"])
+        torch.testing.assert_close(mine["scores"], theirs["scores"], atol=1e-5, rtol=0)
+        assert (mine["boxes"] - theirs["boxes"]).abs().max() < 1e-3
+    assert not torch.equal(got[0]["labels"], got[1]["labels"])  # the detections depend on the image
+
+
+def test_box_coding_round_trips():
+    from mobilenets.nn.boxes import decode, default_boxes, encode
+
+    anchors = default_boxes([(4, 4), (2, 2)], (128, 96), first_map_boxes=3)
+    assert anchors.shape == (4 * 4 * 3 + 2 * 2 * 6, 4)
+    boxes = anchors + torch.tensor([3.0, -2.0, 5.0, 1.0])
+    torch.testing.assert_close(decode(encode(boxes, anchors), anchors), boxes, atol=1e-4, rtol=0)

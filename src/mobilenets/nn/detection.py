@@ -13,8 +13,8 @@ The feature maps, as torchvision's ``ssdlite320_mobilenet_v3_large`` builds them
   128 channels, halving the map each time;
 - per map, a classification and a box-regression head: 3x3 depthwise + BN + ReLU6, then a 1x1 conv.
 
-This module is the network: its forward gives the raw head outputs. Default boxes, box decoding and
-post-processing are separate steps.
+``forward`` gives the raw head outputs (what training and export need); ``detect`` adds the default
+boxes, box decoding and post-processing of :mod:`.boxes`.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from .boxes import default_boxes, postprocess
 from .layers import ConvBNAct
 from .network import MobileNet
 
@@ -132,7 +133,20 @@ class SSDLite(nn.Module):
         return maps
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self._predict(self.feature_maps(x))
+
+    @torch.no_grad()
+    def detect(self, x: torch.Tensor, **thresholds) -> list[dict[str, torch.Tensor]]:
+        """Detections per image of a normalised batch: boxes (x1, y1, x2, y2) in the input's pixels,
+        scores and labels (1.. num_classes - 1; 0 is the background). ``thresholds`` go to
+        :func:`.boxes.postprocess` (score 0.001, NMS IoU 0.55, 300 candidates per class, 300 boxes)."""
         maps = self.feature_maps(x)
+        logits, regression = self._predict(maps)
+        size = tuple(x.shape[-2:])
+        anchors = default_boxes([tuple(m.shape[-2:]) for m in maps], size, self.first_map_boxes).to(x.device)
+        return postprocess(logits.float(), regression.float(), anchors, size, **thresholds)
+
+    def _predict(self, maps: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         logits = [
             _flatten(head(m), self.num_classes) for head, m in zip(self.classification, maps, strict=True)
         ]
