@@ -127,3 +127,76 @@ def test_box_coding_round_trips():
     assert anchors.shape == (4 * 4 * 3 + 2 * 2 * 6, 4)
     boxes = anchors + torch.tensor([3.0, -2.0, 5.0, 1.0])
     torch.testing.assert_close(decode(encode(boxes, anchors), anchors), boxes, atol=1e-4, rtol=0)
+
+
+@pytest.mark.parametrize("pretrained_backbone_layout", [False, True])
+def test_torchvision_weights_convert(tmp_path, pretrained_backbone_layout):
+    """`mobilenets convert --from torchvision --arch ssdlite320_mobilenet_v3_large`: torchvision's file
+    (reduced tail when trained without a pretrained backbone, the full tail of its COCO weights otherwise)
+    loads with the same raw outputs and detections, and the checkpoint round-trips."""
+    from mobilenets.cli import main
+
+    torch.manual_seed(7)
+    reference = detection.ssdlite320_mobilenet_v3_large(weights=None, weights_backbone=None, num_classes=5)
+    if pretrained_backbone_layout:  # the published COCO model's shapes: no reduced tail
+        from functools import partial
+
+        from torchvision.models import mobilenet_v3_large
+        from torchvision.models.detection.ssdlite import SSDLiteHead, _mobilenet_extractor
+
+        norm = partial(torch.nn.BatchNorm2d, eps=0.001, momentum=0.03)
+        backbone = _mobilenet_extractor(mobilenet_v3_large(norm_layer=norm, dilated=False), 6, norm)
+        reference.backbone = backbone
+        channels = [672, 960, 512, 256, 256, 128]
+        reference.head = SSDLiteHead(channels, [6] * 6, 5, norm)
+    reference = randomize_batchnorm_torchvision(reference)
+    path = tmp_path / "ssdlite.pth"
+    torch.save(reference.state_dict(), path)
+    out = tmp_path / "ssdlite.safetensors"
+    assert (
+        main(
+            [
+                "convert",
+                str(path),
+                "--from",
+                "torchvision",
+                "--arch",
+                "ssdlite320_mobilenet_v3_large",
+                "-o",
+                str(out),
+            ]
+        )
+        == 0
+    )
+    ours, _ = mobilenets.load(out)
+    assert ours.config.get("reduced_tail", False) is not pretrained_backbone_layout
+    assert ours.num_classes == 5 and ours.preprocessing.mean == (0.5, 0.5, 0.5)
+    images = (structured_inputs(2, 320, seed=8) / 4 + 0.5).clamp(0, 1)
+    with torch.no_grad():
+        head = reference.head(list(reference.backbone(images * 2 - 1).values()))
+        logits, boxes = ours.eval()(images * 2 - 1)
+        assert (logits[0] - logits[1]).abs().max() > 1e-2 * logits.abs().max()
+        assert relative_max_diff(logits, head["cls_logits"]) < 1e-4
+        assert relative_max_diff(boxes, head["bbox_regression"]) < 1e-4
+        expected = reference.eval()(list(images))
+    got = ours.detect(images * 2 - 1)
+    assert torch.equal(got[0]["labels"], expected[0]["labels"])
+    assert (got[0]["boxes"] - expected[0]["boxes"]).abs().max() < 1e-3
+
+
+@torch.no_grad()
+def randomize_batchnorm_torchvision(model):
+    """Random BN affine parameters and statistics recalibrated on structured inputs through torchvision's
+    backbone and head (its train-mode forward wants targets)."""
+    generator = torch.Generator().manual_seed(9)
+    for bn in model.modules():
+        if isinstance(bn, torch.nn.BatchNorm2d):
+            bn.weight.copy_(torch.rand(bn.num_features, generator=generator) * 1.5 + 0.5)
+            bn.bias.copy_(torch.randn(bn.num_features, generator=generator) * 0.5)
+            bn.reset_running_stats()
+            bn.momentum = None
+    model.train()
+    for i in range(3):
+        x = structured_inputs(4, 320, seed=20 + i)
+        model.head(list(model.backbone(x).values()))
+    return model.eval()

@@ -124,6 +124,20 @@ class SSDLite(nn.Module):
         self.first_map_boxes = first_map_boxes
         self.arch = self.prefix + (backbone.arch or "")
         self.min_resolution, self.in_chans = backbone.min_resolution, backbone.in_chans
+        self.c4_block = int(c4.module.split(".")[1])  # the block whose expansion (or input, V1) is C4
+        self.class_names: list[str] | None = None
+        self.preprocessing = None
+
+    @property
+    def config(self) -> dict:
+        """What rebuilds this network: the registry name and the options of create_model."""
+        backbone = {k: v for k, v in self.backbone.config.items() if k not in ("arch", "num_classes")}
+        return {
+            "arch": self.arch,
+            "num_classes": self.num_classes,
+            **({"first_map_boxes": self.first_map_boxes} if self.first_map_boxes != 6 else {}),
+            **backbone,
+        }
 
     def feature_maps(self, x: torch.Tensor) -> list[torch.Tensor]:
         """The six maps the heads see: C4, C5 and the four extra layers' outputs."""

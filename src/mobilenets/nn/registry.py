@@ -288,4 +288,6 @@ def build_from_config(arch: str, **config) -> MobileNet | LRASPP:
     """A model from a checkpoint's recorded config: classification or segmentation by its name."""
     if is_segmentation_name(arch):
         return build_segmentation_model(arch, **config)
+    if is_detection_name(arch):
+        return build_detection_model(arch, **config)
     return build_model(arch, **config)

@@ -173,6 +173,7 @@ CONFIG_TYPES = {
     "aux_classifier": bool,
     "pool_kernel": list,  # [height, width]
     "pool_stride": list,
+    "first_map_boxes": int,
 }
 MAX_CLASSES = 1_000_000
 MAX_IN_CHANS = 64

@@ -24,13 +24,14 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..nn.registry import build_model, build_segmentation_model, get_variant
+from ..nn.detection import ANCHORS_PER_CELL, DETECTION_PREFIX, is_detection_name
+from ..nn.registry import build_detection_model, build_model, build_segmentation_model, get_variant
 from ..nn.segmentation import DEEPLAB_PREFIX, is_segmentation_name, segmentation_backbone_name
 from . import from_timm, from_torchvision
 from .checkpoint import CheckpointError, check_state_dict
 from .from_keras import fine_tuned_keras_head, keras_names, keras_tensors, read_keras_weights
 from .from_timm import NO_TWIN, timm_names
-from .from_torchvision import segmentation_names, torchvision_names
+from .from_torchvision import detection_names, segmentation_names, torchvision_names
 from .preprocessing import Preprocessing, imagenet_class_names
 from .slots import TF_OPTIONS, TIMM_OPTIONS, TIMM_PREPROCESSING, SourceArch, layer_slots
 
@@ -209,6 +210,8 @@ def convert(
 
     if is_segmentation_name(spec.arch):
         return _convert_segmentation(state, source, spec, build, num_classes, class_names, provenance, arch)
+    if is_detection_name(spec.arch):
+        return _convert_detection(state, source, spec, build, num_classes, class_names, provenance, arch)
     probe = build_model(spec.arch, **build)
     names = {"torchvision": torchvision_names, "keras": keras_names}.get(source)
     source_names = names(probe) if names else timm_names(probe, list(state))
@@ -310,6 +313,46 @@ def _convert_segmentation(
     model.preprocessing = spec.preprocessing
     model.class_names = list(class_names) if class_names is not None else None
     provenance |= {"arch": arch, "dropped_background_class": False}
+    model.provenance = provenance
+    return Converted(model, provenance)
+
+
+def _convert_detection(state, source, spec, build, num_classes, class_names, provenance, arch) -> Converted:
+    """torchvision's SSDLite: backbone (split at C4), extra layers and heads renamed, checked, loaded."""
+    if source != "torchvision":
+        raise ValueError(f"detection weights convert from torchvision only, not {source}")
+    first_head, first_extra = "head.classification_head.module_list.0.1.weight", "backbone.extra.0.0.0.weight"
+    if first_head not in state or first_extra not in state:
+        raise CheckpointError(
+            f"the torchvision weights have no {first_head}: is --arch {arch} (an SSDLite file) right? "
+            f"The weights' first names: {', '.join(list(state)[:4])}"
+        )
+    classes = int(state[first_head].shape[0]) // ANCHORS_PER_CELL
+    if num_classes is not None and num_classes != classes:
+        raise CheckpointError(f"the {source} weights have {classes} classes, not {num_classes}")
+    # The reduced tail is whichever width of C5 the first extra layer takes.
+    full = build_detection_model(spec.arch, num_classes=classes, **build)
+    reduced = int(state[first_extra].shape[1]) != full.map_channels[1]
+    model = build_detection_model(spec.arch, num_classes=classes, reduced_tail=reduced, **build)
+    twin = build_model(
+        segmentation_backbone_name(spec.arch.removeprefix(DETECTION_PREFIX)),
+        num_classes=0,
+        head_conv=False,
+        reduced_tail=reduced,
+        **build,
+    )
+    names = detection_names(model, twin)
+    missing = [t for o, t in names.items() if t not in state and not o.endswith("num_batches_tracked")]
+    if missing:
+        raise CheckpointError(
+            f"the {source} weights have no {', '.join(missing[:3])}: is --arch {arch} right?"
+        )
+    converted = {k: state.get(names.get(k, ""), v) for k, v in model.state_dict().items()}
+    check_state_dict(model, converted, f"the {source} weights ({arch})")
+    model.load_state_dict(converted)
+    model.preprocessing = spec.preprocessing
+    model.class_names = list(class_names) if class_names is not None else None
+    provenance |= {"arch": arch, "dropped_background_class": False, "reduced_tail": reduced}
     model.provenance = provenance
     return Converted(model, provenance)
 

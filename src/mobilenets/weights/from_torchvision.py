@@ -4,7 +4,11 @@ from __future__ import annotations
 
 from torch import nn
 
+from .preprocessing import Preprocessing
 from .slots import SourceArch, has_expand, has_se, layer_slots
+
+# torchvision's detection transform: [0, 1] images normalised with mean = std = 0.5, resized to 320.
+SSDLITE_PREPROCESSING = Preprocessing(resize=320, crop=320, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5))
 
 ARCHS = {
     # dilated=True backbones: the block that gives up its stride dilates too (atrous_style="torchvision").
@@ -13,6 +17,11 @@ ARCHS = {
     ),
     "deeplabv3_mobilenet_v3_large": SourceArch(
         "deeplabv3_mobilenet_v3_large_100", {"bn_eps": 1e-3, "atrous_style": "torchvision"}
+    ),
+    # BN as torchvision's SSDLite builds it (eps 1e-3, momentum 0.03); the reduced tail is read from the
+    # weights (torchvision reduces it only when no pretrained backbone was given).
+    "ssdlite320_mobilenet_v3_large": SourceArch(
+        "ssdlite_mobilenet_v3_large_100", {"bn_eps": 1e-3, "bn_momentum": 0.03}, SSDLITE_PREPROCESSING
     ),
     "mobilenet_v2": SourceArch("mobilenet_v2_100", {"bn_eps": 1e-5}),
     "mobilenet_v3_large": SourceArch("mobilenet_v3_large_100", {"bn_eps": 1e-3}),
@@ -67,4 +76,40 @@ def segmentation_names(model: nn.Module, backbone: nn.Module) -> dict[str, str]:
     if getattr(model, "aux", None) is not None:
         for key in model.aux.state_dict():
             names[f"aux.{key}"] = f"aux_classifier.{key}"
+    return names
+
+
+def detection_names(model: nn.Module, backbone: nn.Module) -> dict[str, str]:
+    """Our SSDLite state-dict keys -> torchvision's ``ssdlite320_mobilenet_v3_large``. torchvision splits
+    its backbone's ``features`` at C4: ``backbone.features.0`` runs up to and including the C4 block's
+    expansion (``block.0``), ``backbone.features.1`` holds the rest of that block (its ``block.1..``,
+    keys kept) and then the later layers; ``backbone`` here is a classifier-less twin for the slots."""
+    c4 = model.c4_block + 1  # torchvision's features index of the C4 block (its stem is features.0)
+
+    def torchvision_key(name: str) -> str:
+        index, _, rest = name.removeprefix("features.").partition(".")
+        i = int(index)
+        if i < c4:
+            return f"backbone.features.0.{i}.{rest}"
+        if i == c4:
+            j, _, leaf = rest.removeprefix("block.").partition(".")
+            return f"backbone.features.0.{c4}.{leaf}" if j == "0" else f"backbone.features.1.0.{j}.{leaf}"
+        return f"backbone.features.1.{i - c4}.{rest}"
+
+    names = {}
+    modules = dict(backbone.named_modules())
+    for slot, name in zip(layer_slots(backbone), torchvision_names(backbone), strict=True):
+        for param in modules[slot.module].state_dict():
+            names[f"backbone.{slot.module}.{param}"] = torchvision_key(f"{name}.{param}")
+    layer = {"conv": "0", "bn": "1"}
+    for key in model.extra.state_dict():
+        k, j, part, param = key.split(".", 3)
+        names[f"extra.{key}"] = f"backbone.extra.{k}.{j}.{layer[part]}.{param}"
+    for ours, theirs in (("classification", "classification_head"), ("regression", "regression_head")):
+        for key in getattr(model, ours).state_dict():
+            k, j, rest = key.split(".", 2)
+            if j == "0":  # the depthwise ConvBNAct
+                part, param = rest.split(".", 1)
+                rest = f"{layer[part]}.{param}"
+            names[f"{ours}.{key}"] = f"head.{theirs}.module_list.{k}.{j}.{rest}"
     return names
