@@ -704,3 +704,29 @@ def test_lraspp_with_the_papers_regional_pooling_runs_in_the_numpy_runner(tmp_pa
     globally.load_state_dict(model.state_dict())
     with torch.no_grad():
         assert _relative(globally(torch.from_numpy(x)).numpy(), expected) > 1e-3
+
+
+def test_ssdlite_exports_decoded_boxes_and_scores_and_runs_in_the_numpy_runner(tmp_path):
+    """SSDLite exports with its boxes decoded (x1, y1, x2, y2 in input pixels) and softmax scores, checked
+    in ONNX Runtime at export; the NumPy runner (Transpose, Gather, Unsqueeze, Exp, Softmax) gives both
+    within 1e-4 of ONNX Runtime, and they match the model's own decoding in PyTorch."""
+    from mobilenets.nn.detection import DecodedDetector
+
+    torch.manual_seed(0)
+    model = mobilenets.create_model("ssdlite_mobilenet_v3_small_050", num_classes=5, reduced_tail=True).eval()
+    model = randomize_batchnorm(model, seed=6, resolution=160)
+    report = export_onnx(model, tmp_path / "det.onnx", resolution=160)
+    assert report.op_types["Softmax"] == 1 and report.op_types["Exp"] == 2
+    x = probe_inputs(2, 160, seed=7).numpy()
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(report.path), providers=["CPUExecutionProvider"])
+    assert [o.name for o in session.get_outputs()] == ["boxes", "scores"]
+    boxes, scores = session.run(None, {"input": x})
+    assert boxes.shape == (2, 6 * (10 * 10 + 5 * 5 + 3 * 3 + 2 * 2 + 1 + 1), 4) and scores.shape[-1] == 5
+    assert np.abs(scores[0] - scores[1]).max() > 1e-3  # the scores depend on the input
+    got_boxes, got_scores = OnnxModel(report.path).run(x)
+    assert _relative(got_boxes, boxes) < 1e-4 and _relative(got_scores, scores) < 1e-4
+    with torch.no_grad():
+        torch_boxes, _ = DecodedDetector(model, 160)(torch.from_numpy(x))
+    assert _relative(got_boxes, torch_boxes.numpy()) < 1e-4

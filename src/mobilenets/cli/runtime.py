@@ -19,8 +19,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     logits = model(x)[0].astype(np.float64)
     if logits.ndim != 1:
         raise ValueError(
-            f"{args.model} outputs a {logits.shape} map per image (a segmentation model?); `mobilenets run` "
-            "prints the classes of a classifier"
+            f"{args.model} outputs a {logits.shape} array per image (a segmentation or detection model?); "
+            "`mobilenets run` prints the classes of a classifier; read all outputs with "
+            "mobilenets.runtime.OnnxModel(path).run(x)"
         )
     probabilities = np.exp(logits - logits.max())
     probabilities /= probabilities.sum()

@@ -22,7 +22,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .boxes import default_boxes, postprocess
+from .boxes import decode, default_boxes, postprocess
 from .layers import ConvBNAct
 from .network import MobileNet
 
@@ -166,6 +166,32 @@ class SSDLite(nn.Module):
         ]
         boxes = [_flatten(head(m), 4) for head, m in zip(self.regression, maps, strict=True)]
         return torch.cat(logits, 1), torch.cat(boxes, 1)
+
+
+class DecodedDetector(nn.Module):
+    """An SSDLite for one input size, as it is exported: ``forward`` returns ``(boxes (N, B, 4) as x1, y1,
+    x2, y2 in input pixels, scores (N, B, num_classes) softmax)``, the default boxes a constant. What
+    remains (threshold, per-class NMS, top-k) is done by the runtime's caller or its NMS op."""
+
+    def __init__(self, model: SSDLite, resolution: int | tuple[int, int]):
+        super().__init__()
+        size = (resolution, resolution) if isinstance(resolution, int) else tuple(resolution)
+        with torch.no_grad():
+            maps = model.eval().feature_maps(torch.zeros(1, model.in_chans, *size))
+        self.model = model
+        self.register_buffer(
+            "anchors", default_boxes([tuple(m.shape[-2:]) for m in maps], size, model.first_map_boxes)
+        )
+        self.arch, self.class_names, self.preprocessing = model.arch, model.class_names, model.preprocessing
+        self.min_resolution, self.in_chans, self.num_classes = (
+            model.min_resolution,
+            model.in_chans,
+            model.num_classes,
+        )
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        logits, regression = self.model(x)
+        return decode(regression, self.anchors), torch.softmax(logits, -1)
 
 
 def _flatten(x: torch.Tensor, per_box: int) -> torch.Tensor:

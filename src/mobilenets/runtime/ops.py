@@ -93,6 +93,10 @@ def Sigmoid(X):
     return (1 / (1 + np.exp(-X))).astype(X.dtype, copy=False)
 
 
+def Exp(input):  # noqa: A002
+    return np.exp(input)
+
+
 def Mul(A, B, *, out=None):
     return np.multiply(A, B, out=_fits(out, A, B))
 
@@ -248,6 +252,31 @@ def Reshape(data, shape, *, allowzero=0):
     if not allowzero:
         shape = [data.shape[i] if s == 0 else s for i, s in enumerate(shape)]
     return data.reshape(shape)
+
+
+def Transpose(data, *, perm=None):
+    """A copy in the new order (the runner may write over an op's output; a view would alias its input)."""
+    return np.ascontiguousarray(np.transpose(data, None if perm is None else [int(p) for p in perm]))
+
+
+def Gather(data, indices, *, axis=0):
+    indices = np.asarray(indices).astype(np.int64)
+    size = data.shape[axis]
+    if indices.size and (indices.min() < -size or indices.max() >= size):
+        raise ValueError(f"Gather index out of range for axis {axis} of size {size}")
+    return np.take(data, np.where(indices < 0, indices + size, indices), axis=axis)
+
+
+def Unsqueeze(data, axes):
+    """Opset 13: the axes are an input (Unsqueeze_1 below takes them as an attribute)."""
+    rank = data.ndim + len(np.ravel(axes))
+    for axis in sorted(int(a) % rank for a in np.ravel(axes)):
+        data = np.expand_dims(data, axis)
+    return data
+
+
+def Unsqueeze_1(data, *, axes):
+    return Unsqueeze(data, axes)
 
 
 def Concat(*inputs, axis):
@@ -494,6 +523,7 @@ FIRST_OPSET = {
 CHANGED = {
     "Softmax": {1: Softmax_1, 13: Softmax},
     "ReduceMean": {1: ReduceMean_1, 18: ReduceMean},
+    "Unsqueeze": {1: Unsqueeze_1, 13: Unsqueeze},
 }  # since-version -> the function for that meaning
 
 

@@ -4,11 +4,8 @@ from __future__ import annotations
 
 from torch import nn
 
-from .preprocessing import Preprocessing
+from .preprocessing import DETECTION_PREPROCESSING
 from .slots import SourceArch, has_expand, has_se, layer_slots
-
-# torchvision's detection transform: [0, 1] images normalised with mean = std = 0.5, resized to 320.
-SSDLITE_PREPROCESSING = Preprocessing(resize=320, crop=320, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5))
 
 ARCHS = {
     # dilated=True backbones: the block that gives up its stride dilates too (atrous_style="torchvision").
@@ -21,7 +18,7 @@ ARCHS = {
     # BN as torchvision's SSDLite builds it (eps 1e-3, momentum 0.03); the reduced tail is read from the
     # weights (torchvision reduces it only when no pretrained backbone was given).
     "ssdlite320_mobilenet_v3_large": SourceArch(
-        "ssdlite_mobilenet_v3_large_100", {"bn_eps": 1e-3, "bn_momentum": 0.03}, SSDLITE_PREPROCESSING
+        "ssdlite_mobilenet_v3_large_100", {"bn_eps": 1e-3, "bn_momentum": 0.03}, DETECTION_PREPROCESSING
     ),
     "mobilenet_v2": SourceArch("mobilenet_v2_100", {"bn_eps": 1e-5}),
     "mobilenet_v3_large": SourceArch("mobilenet_v3_large_100", {"bn_eps": 1e-3}),

@@ -94,3 +94,7 @@ def imagenet_class_names() -> tuple[str, ...]:
     """The 1000 ImageNet-1k class names, in the index order of every 1000-class checkpoint."""
     text = resources.files(__package__).joinpath("imagenet_classes.txt").read_text(encoding="utf-8")
     return tuple(line for line in text.splitlines() if line)
+
+
+# torchvision's SSDLite transform: [0, 1] images normalised with mean = std = 0.5, resized to 320x320.
+DETECTION_PREPROCESSING = Preprocessing(resize=320, crop=320, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5))
