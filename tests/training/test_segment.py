@@ -154,7 +154,7 @@ def test_segmentation_ddp_on_two_cpu_processes(tmp_path):
 
 def test_the_segmentation_demo_runs_end_to_end(tmp_path, capsys):
     """`mobilenets demo --task segment` for one epoch: the scenes, a model, its evaluation and masks.
-    (The full demo's mIoU and time are measured by benchmarks/segment_demo.py: about ten minutes does not
+    (The full demo's mIoU and time are measured by benchmarks/demo.py --task segment: about ten minutes does not
     fit the test suite's budget.)"""
     out = tmp_path / "seg"
     code = main(["demo", "--task", "segment", "--out", str(out), "--epochs", "1", "--quiet"])
