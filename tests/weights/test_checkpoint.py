@@ -215,6 +215,13 @@ def test_metadata_sizes_are_checked_against_the_tensors_before_allocating(saved,
         ("config", lambda c: {**c, "dropout": "0.2"}, "config 'dropout' must be float"),
         ("config", lambda c: {**c, "head_conv": 0}, "config 'head_conv' must be bool, got 0"),
         ("config", lambda c: {**c, "memory_format": "x"}, "unknown config entry 'memory_format'"),
+        ("config", lambda c: {**c, "reduced_tail": "yes"}, "config 'reduced_tail' must be bool, got 'yes'"),
+        (
+            "config",
+            lambda c: {**c, "pool_kernel": [0, 10**9]},
+            "config 'pool_kernel' must be [height, width] from 1 to 4096, got [0, 1000000000]",
+        ),
+        ("config", lambda c: {**c, "pool_stride": 7}, "config 'pool_stride' must be [height, width]"),
         ("config", lambda c: [1], "metadata 'config' must be an object naming the architecture"),
         ("class_names", lambda n: ["a"], "class_names must be null or a list of 3 strings"),
         (
