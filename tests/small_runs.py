@@ -88,3 +88,16 @@ def kill_after(process, condition, timeout: float = 120) -> None:
     assert process.poll() is None, "the run finished before it could be killed"
     os.kill(process.pid, signal.SIGKILL)
     process.wait()
+
+
+def resume_with_cli(run: Path):
+    """`mobilenets train --resume RUN --quiet` in a subprocess, as a user resumes a killed run."""
+    import subprocess
+    import sys
+
+    return subprocess.run(
+        [sys.executable, "-m", "mobilenets", "train", "--resume", str(run), "--quiet"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )

@@ -13,7 +13,7 @@ from safetensors.torch import load_file
 from mobilenets.data import demo
 from mobilenets.training import GlobalBatchSampler, RunFiles, TrainConfig, config_from_recipe, fit, lr_at
 
-from small_runs import kill_after, train_script, trained_weights
+from small_runs import kill_after, resume_with_cli, train_script, trained_weights
 
 TINY = dict(
     model="mobilenet_v3_small_050",
@@ -39,12 +39,7 @@ def test_kill_9_and_resume_gives_the_same_final_weights(tmp_path, moment):
         assert files.last.exists()
     else:
         kill_after(process, lambda: files.config.exists())
-    resumed = subprocess.run(
-        [sys.executable, "-m", "mobilenets", "train", "--resume", str(run), "--quiet"],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    resumed = resume_with_cli(run)
     assert resumed.returncode == 0, resumed.stderr
     expected, got = trained_weights(reference), trained_weights(run)
     assert expected.keys() == got.keys()

@@ -17,7 +17,7 @@ from mobilenets.data import demo
 from mobilenets.nn.segmentation import LRASPP
 from mobilenets.training import RunFiles, config_from_recipe, fit
 
-from small_runs import kill_after, train_script, trained_weights
+from small_runs import kill_after, resume_with_cli, train_script, trained_weights
 
 TINY = dict(
     task="segment",
@@ -122,12 +122,7 @@ def test_a_killed_segmentation_run_resumes_to_the_same_weights(tmp_path):
     run = tmp_path / "killed"
     process = subprocess.Popen([sys.executable, str(train_script(tmp_path, TINY, run))])
     kill_after(process, lambda: RunFiles(run).last.exists())
-    resumed = subprocess.run(
-        [sys.executable, "-m", "mobilenets", "train", "--resume", str(run), "--quiet"],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    resumed = resume_with_cli(run)
     assert resumed.returncode == 0, resumed.stderr
     expected, got = trained_weights(reference), trained_weights(run)
     assert expected.keys() == got.keys() and all(torch.equal(expected[k], got[k]) for k in expected)
