@@ -8,6 +8,7 @@ enough that it has to learn shape rather than colour.
 
 from __future__ import annotations
 
+import json
 import math
 import os
 from pathlib import Path
@@ -208,5 +209,93 @@ def write_dataset(
         for index in range(per_class * len(CLASSES)):
             picture, label = image(split, index, seed, size)
             picture.save(root / split / CLASSES[label] / f"{index:05d}.jpg", quality=92)
+    stamp.write_text(signature)
+    return root
+
+
+DETECTION_VERSION = 1  # bump when render_detection_scene draws differently
+
+
+def _extent(kind: str, cx: float, cy: float, r: float, angle: float) -> list[float]:
+    """The tight box (x1, y1, x2, y2) of a shape as _draw draws it."""
+    if kind in ("circle", "ring"):
+        return [cx - r, cy - r, cx + r, cy + r]
+    points = np.array(_polygon(kind, cx, cy, r, angle))
+    return [*points.min(0).tolist(), *points.max(0).tolist()]
+
+
+def render_detection_scene(
+    rng: np.random.Generator, size: int = 160
+) -> tuple[Image.Image, list[list[float]], list[int]]:
+    """An image with one to four shapes on a texture, and their boxes (x1, y1, x2, y2 pixels) and labels
+    (0-based indices into ``CLASSES``). Shapes are 0.16-0.5 of the image across; a shape may overlap the
+    ones drawn before it by up to a third of its radius, so some boxes overlap and some shapes are partly
+    hidden, as objects are in photographs."""
+    big = size * 2
+    image = _texture(rng, size).resize((big, big), Image.BILINEAR)
+    draw = ImageDraw.Draw(image)
+    background = np.asarray(image, dtype=np.float32).mean((0, 1))
+    placed: list[tuple[float, float, float]] = []
+    boxes, labels = [], []
+    for _ in range(int(rng.integers(1, 5))):
+        label = int(rng.integers(0, len(CLASSES)))
+        for _ in range(30):
+            r = rng.uniform(0.08, 0.25) * big
+            cx, cy, angle = rng.uniform(r, big - r), rng.uniform(r, big - r), rng.uniform(0, 2 * math.pi)
+            if all(math.hypot(cx - x, cy - y) > r + q - min(r, q) / 3 for x, y, q in placed):
+                break
+        else:
+            continue
+        placed.append((cx, cy, r))
+        for _ in range(20):
+            colour = rng.integers(0, 256, 3)
+            if np.abs(colour - background).sum() > 180:
+                break
+        _draw(draw, CLASSES[label], cx, cy, r, angle, tuple(int(c) for c in colour))
+        boxes.append([round(v / 2, 2) for v in _extent(CLASSES[label], cx, cy, r, angle)])
+        labels.append(label)
+    image = image.resize((size, size), Image.BILINEAR, reducing_gap=2.0)
+    noisy = np.asarray(image, dtype=np.float32) + rng.normal(0, rng.uniform(0, 8), (size, size, 3))
+    return Image.fromarray(noisy.clip(0, 255).astype(np.uint8), "RGB"), boxes, labels
+
+
+def write_detection_dataset(
+    root: str | os.PathLike, train: int = 800, val: int = 200, size: int = 160, seed: int = 0
+) -> Path:
+    """Write {train,val}/images/*.jpg and {train,val}/annotations.json (COCO format, category ids 1..6
+    named as ``CLASSES``) under ``root``; skipped when ``root`` holds a complete copy made with the same
+    arguments."""
+    root = Path(root)
+    stamp = root / ".demo-detection"
+    signature = (
+        f"scenes={DETECTION_VERSION} classes={','.join(CLASSES)} train={train} val={val} size={size} "
+        f"seed={seed}\n"
+    )
+    if stamp.exists() and stamp.read_text() == signature:
+        return root
+    categories = [{"id": i + 1, "name": name} for i, name in enumerate(CLASSES)]
+    for split, count in (("train", train), ("val", val)):
+        (root / split / "images").mkdir(parents=True, exist_ok=True)
+        images, annotations = [], []
+        for index in range(count):
+            picture, boxes, labels = render_detection_scene(
+                np.random.default_rng([seed, SPLIT_SEEDS[split], index, 11]), size
+            )
+            name = f"{index:05d}.jpg"
+            picture.save(root / split / "images" / name, quality=92)
+            images.append({"id": index + 1, "file_name": name, "width": size, "height": size})
+            for (x1, y1, x2, y2), label in zip(boxes, labels, strict=True):
+                annotations.append(
+                    {
+                        "id": len(annotations) + 1,
+                        "image_id": index + 1,
+                        "category_id": label + 1,
+                        "bbox": [x1, y1, round(x2 - x1, 2), round(y2 - y1, 2)],
+                        "area": round((x2 - x1) * (y2 - y1), 2),
+                        "iscrowd": 0,
+                    }
+                )
+        document = {"images": images, "annotations": annotations, "categories": categories}
+        (root / split / "annotations.json").write_text(json.dumps(document))
     stamp.write_text(signature)
     return root

@@ -160,6 +160,19 @@ class SSDLite(nn.Module):
         anchors = default_boxes([tuple(m.shape[-2:]) for m in maps], size, self.first_map_boxes).to(x.device)
         return postprocess(logits.float(), regression.float(), anchors, size, **thresholds)
 
+    @torch.no_grad()
+    def default_boxes(self, size: tuple[int, int]) -> torch.Tensor:
+        """(boxes, 4) default boxes for a ``size`` (height, width) input, as :meth:`detect` places them.
+        The map sizes come from a dry run in eval mode (BatchNorm statistics untouched)."""
+        was_training = self.training
+        try:
+            maps = self.eval().feature_maps(
+                torch.zeros(1, self.in_chans, *size, device=self.backbone.stem.conv.weight.device)
+            )
+        finally:
+            self.train(was_training)
+        return default_boxes([tuple(m.shape[-2:]) for m in maps], tuple(size), self.first_map_boxes)
+
     def _predict(self, maps: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         logits = [
             _flatten(head(m), self.num_classes) for head, m in zip(self.classification, maps, strict=True)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-TASK_NAMES = ("classify", "segment")
+TASK_NAMES = ("classify", "segment", "detect")
 OPTIMIZERS = ("rmsprop", "adamw", "sgd")
 SCHEDULES = ("cosine", "step")
 AMP_MODES = ("auto", "off", "bf16", "fp16")
@@ -23,7 +23,10 @@ class TrainConfig:
     model: str = "mobilenet_v3_small_100"
     weights: str | None = None  # "torchvision" / "keras" / "timm" / a checkpoint; None = from scratch
     recipe: str = "finetune"  # the preset the fields below were filled from
-    task: str = "classify"  # "classify" (class folders) or "segment" (image + mask folders; lraspp_ / deeplabv3_ models)
+    task: str = (
+        "classify"  # "classify" (class folders), "segment" (image + mask folders; lraspp_ / deeplabv3_
+    )
+    # models) or "detect" (COCO-format or VOC folders; ssdlite_ models)
     epochs: int = 10
     batch_size: int = 64  # global batch (split across DDP processes)
     image_size: int = 224  # training crop; evaluation resizes to image_size / crop ratio and centre-crops
@@ -79,18 +82,24 @@ class TrainConfig:
                 f"scale_range must be (low, high) with 0 < low <= high, got {self.scale_range}",
             ),
         ]
-        segmentation_model = self.model.startswith(("lraspp_", "deeplabv3_"))
-        if segmentation_model != (self.task == "segment"):
+        if task_of_model(self.model) != self.task:
             checks.append(
                 (
                     False,
                     f"--task {self.task} does not fit --model {self.model}: segmentation needs an lraspp_<variant> "
-                    "or deeplabv3_<variant> model, classification a plain variant",
+                    "or deeplabv3_<variant> model, detection an ssdlite_<variant>, classification a plain variant",
                 )
             )
         for ok, message in checks:
             if not ok:
                 raise ValueError(message)
+
+
+def task_of_model(model: str) -> str:
+    """The task a model name implies: segment (lraspp_, deeplabv3_), detect (ssdlite_) or classify."""
+    if model.startswith(("lraspp_", "deeplabv3_")):
+        return "segment"
+    return "detect" if model.startswith("ssdlite_") else "classify"
 
 
 # Presets; an explicit field always wins over its recipe.

@@ -55,7 +55,11 @@ def batch_predictions(
         images = images.to(device, non_blocking=True)
         if channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
-        yield model(images).float().cpu(), targets, index
+        outputs = model(images)
+        if isinstance(outputs, tuple):  # a detector's (class logits, box offsets)
+            yield tuple(o.float().cpu() for o in outputs), targets, index
+        else:
+            yield outputs.float().cpu(), targets, index
 
 
 def predict_loader(
@@ -115,14 +119,16 @@ def _seed_epoch(config: TrainConfig, epoch: int) -> int:
     return config.seed * 100_003 + epoch
 
 
-def _loader(dataset, batch_size, sampler, workers, generator, shuffle=False, drop_last=False):
+def _loader(
+    dataset, batch_size, sampler, workers, generator, shuffle=False, drop_last=False, collate=collate_skip_bad
+):
     return torch.utils.data.DataLoader(
         dataset,
         batch_size=batch_size,
         sampler=sampler,
         shuffle=shuffle if sampler is None else False,
         num_workers=workers,
-        collate_fn=collate_skip_bad,
+        collate_fn=collate,
         generator=generator,
         drop_last=drop_last,
         persistent_workers=False,
@@ -132,9 +138,12 @@ def _loader(dataset, batch_size, sampler, workers, generator, shuffle=False, dro
 
 def _resolve_data(config: TrainConfig) -> Path:
     if config.data == "demo":
-        from ..data.demo import write_dataset, write_segmentation_dataset
+        from ..data.demo import write_dataset, write_detection_dataset, write_segmentation_dataset
 
         root = Path(config.out) / "demo-data"
+        if config.task == "detect":
+            sizes = config.demo_images if "train" in config.demo_images else {}
+            return write_detection_dataset(root, **sizes, seed=config.seed)
         if config.task == "segment":
             sizes = config.demo_images if "train" in config.demo_images else {}
             return write_segmentation_dataset(root, **sizes, seed=config.seed)
@@ -169,7 +178,11 @@ def _build_model(config: TrainConfig, num_classes: int, class_names: list[str]):
         )
     model.class_names = list(class_names)
     if config.freeze_backbone:  # the classifier, or a segmentation model's heads, train alone
-        trained = ("classifier.",) if config.task == "classify" else ("head.", "aux.")
+        trained = {
+            "classify": ("classifier.",),
+            "segment": ("head.", "aux."),
+            "detect": ("extra.", "classification.", "regression."),
+        }[config.task]
         for name, param in model.named_parameters():
             param.requires_grad = name.startswith(trained)
     return model
@@ -227,6 +240,7 @@ def _start(config: TrainConfig, task: Task, resume: bool, overwrite: bool, progr
     split = task.split(data_root, config)
     torch.manual_seed(config.seed)
     model = _build_model(config, len(split.classes), split.classes).to(device)
+    task.attach(model, config)
     train_set, val_set = task.datasets(split, config, model.preprocessing)
     if config.cache_images:
         train_set.preload(progress and world.main)
@@ -270,6 +284,8 @@ def _start(config: TrainConfig, task: Task, resume: bool, overwrite: bool, progr
         train_step,
         ema,
     )
+    if world.main:
+        run.bad.add(getattr(split, "problems", []))  # annotations the reader skipped (detection)
     if resume and files.last.exists():
         _restore(run)
     if world.main:
@@ -305,7 +321,15 @@ def _train_epoch(run: Run, epoch: int, progress: bool) -> tuple[dict[str, float]
     generator = torch.Generator().manual_seed(seed)
     sampler = GlobalBatchSampler(len(run.train_set), config.batch_size, seed, world.rank, world.world)
     per_rank_batch = config.batch_size // world.world
-    loader = _loader(run.train_set, per_rank_batch, sampler, config.workers, generator, drop_last=True)
+    loader = _loader(
+        run.train_set,
+        per_rank_batch,
+        sampler,
+        config.workers,
+        generator,
+        drop_last=True,
+        collate=run.task.collate,
+    )
     steps_per_epoch = max(1, len(run.split.train) // config.batch_size)
     _train_mode(run.model, config.freeze_backbone)
     sums: dict[str, float] = {"loss": 0.0}
@@ -362,7 +386,14 @@ def _share_between_processes(run: Run) -> None:
 def _validate(run: Run, epoch: int, sums: dict[str, float], seen: int, seconds: float) -> dict:
     """The epoch's record: training metrics (per image) and the task's validation metrics."""
     config = run.config
-    loader = _loader(run.val_set, config.batch_size // run.world.world, None, config.workers, None)
+    loader = _loader(
+        run.val_set,
+        config.batch_size // run.world.world,
+        None,
+        config.workers,
+        None,
+        collate=run.task.collate,
+    )
     validator = run.task.validator(config)
     for outputs, targets, _ in batch_predictions(
         run.deployed, loader, run.device, run.bad, config.channels_last

@@ -90,4 +90,6 @@ class TrainStep:
             nn.utils.clip_grad_norm_(self.net.parameters(), self.grad_clip)
         self.scaler.step(self.optimizer)
         self.scaler.update()
+        if isinstance(logits, tuple):  # a detector's (class logits, box offsets)
+            return tuple(o.detach() for o in logits), loss.detach()
         return logits.detach(), loss.detach()

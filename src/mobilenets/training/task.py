@@ -17,7 +17,14 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from ..data.folders import FolderDataset, Split, eval_transform, split_folder, train_transform
+from ..data.folders import (
+    FolderDataset,
+    Split,
+    collate_skip_bad,
+    eval_transform,
+    split_folder,
+    train_transform,
+)
 from ..data.segmentation import IGNORE_INDEX, JointTransform, MaskDataset, MaskSplit, scan_masks
 from ..weights.preprocessing import Preprocessing
 from .config import TrainConfig
@@ -29,6 +36,10 @@ class Task(Protocol):
 
     name: str
     best_metric: str
+    collate: Callable  # DataLoader collate_fn: (images, targets, indices, bad files) per batch
+
+    def attach(self, model: nn.Module, config: TrainConfig) -> None:
+        """Called once with the model before training (a detector's default boxes depend on it)."""
 
     def split(self, root: Path, config: TrainConfig) -> Split:
         """The train and val samples found under ``root`` and the class names."""
@@ -71,9 +82,13 @@ class Classification:
 
     name = "classification"
     best_metric = "top1"
+    collate = staticmethod(collate_skip_bad)
 
     def __init__(self) -> None:
         self._loss: nn.Module | None = None
+
+    def attach(self, model: nn.Module, config: TrainConfig) -> None:
+        pass
 
     def split(self, root: Path, config: TrainConfig) -> Split:
         return split_folder(root, config.val_fraction, config.seed)
@@ -109,9 +124,13 @@ class Segmentation:
 
     name = "segmentation"
     best_metric = "miou"
+    collate = staticmethod(collate_skip_bad)
 
     def __init__(self) -> None:
         self._loss: nn.Module | None = None
+
+    def attach(self, model: nn.Module, config: TrainConfig) -> None:
+        pass
 
     def split(self, root: Path, config: TrainConfig) -> MaskSplit:
         return scan_masks(root, config.val_fraction, config.seed)
@@ -208,4 +227,10 @@ def iou_metrics(confusion: torch.Tensor) -> dict[str, float]:
     return {"miou": miou, "pixel_acc": float(true_positive.sum() / confusion.sum().clamp(min=1))}
 
 
-TASKS = {"classify": Classification, "segment": Segmentation}
+def _detection():
+    from .detection import Detection  # torchvision's v2 transforms and pycocotools load only for it
+
+    return Detection()
+
+
+TASKS = {"classify": Classification, "segment": Segmentation, "detect": _detection}
