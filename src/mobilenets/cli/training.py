@@ -36,7 +36,8 @@ TRAIN_FIELDS = (
 
 
 def _print_run_summary(result) -> None:
-    metric = "mIoU" if result.history and "val_miou" in result.history[-1] else "top-1"
+    last = result.history[-1] if result.history else {}
+    metric = "mIoU" if "val_miou" in last else "mAP@[.5:.95]" if "val_map" in last else "top-1"
     print(
         f"best val {metric} {result.best_top1:.1%} after {result.epochs_run} epochs; run folder {result.run}/"
     )
@@ -57,6 +58,10 @@ def cmd_train(args: argparse.Namespace) -> int:
         if not args.data or not args.out:
             raise ValueError("train needs DATA and --out RUN (or --resume RUN)")
         fields = {name: getattr(args, name) for name in TRAIN_FIELDS}
+        if fields["task"] is None and fields["model"]:
+            from ..training.config import task_of_model
+
+            fields["task"] = task_of_model(fields["model"])
         if args.no_channels_last:
             fields["channels_last"] = False
         if args.freeze_backbone:
@@ -90,8 +95,9 @@ def add_train(commands) -> None:
     )
     train.add_argument(
         "--task",
-        choices=["classify", "segment"],
-        help="classify (default; class sub-folders) or segment (image + mask folders; an lraspp_ or deeplabv3_ --model)",
+        choices=["classify", "segment", "detect"],
+        help="default: from --model (lraspp_ / deeplabv3_: segment, ssdlite_: detect, else classify); "
+        "classify: class sub-folders; segment: image + mask folders; detect: COCO-format or VOC folders",
     )
     train.add_argument("--model")
     train.add_argument("--weights", help="torchvision, keras, timm, or a .safetensors checkpoint")
@@ -131,7 +137,20 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     result = evaluate(args.source, args.data, out=out, batch_size=args.batch_size, workers=args.workers)
     from ..numbers.report import format_table
 
-    if hasattr(result, "miou"):  # a segmentation model
+    if hasattr(result, "map50"):  # a detection model
+        print(
+            f"mAP@[.5:.95] {result.map:.3f}  mAP@.5 {result.map50:.3f}  mAP@.75 {result.map75:.3f}  on {result.samples} images"
+        )
+        rows = [
+            [
+                c["class"],
+                "-" if c["ap"] is None else f"{c['ap']:.3f}",
+                "-" if c["ap50"] is None else f"{c['ap50']:.3f}",
+            ]
+            for c in result.per_class
+        ]
+        print(format_table(["class", "AP", "AP50"], rows))
+    elif hasattr(result, "miou"):  # a segmentation model
         print(f"mIoU {result.miou:.2%}  pixel accuracy {result.pixel_acc:.2%}  on {result.samples} images")
         rows = [
             [c["class"], str(c["pixels"]), "-" if c["iou"] is None else f"{c['iou']:.3f}"]
@@ -150,14 +169,15 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             f"skipped {len(result.bad_files)} unreadable files: "
             + ", ".join(b["path"] for b in result.bad_files[:5])
         )
-    print(f"wrote {out}/evaluation.json and {out}/confusion.png")
+    picture = "pr_curves.png" if hasattr(result, "map50") else "confusion.png"
+    print(f"wrote {out}/evaluation.json and {out}/{picture}")
     return 0
 
 
 def add_evaluate(commands) -> None:
     evaluate = commands.add_parser(
         "evaluate",
-        help="top-1/top-5, per-class precision/recall (or mIoU for segmentation), confusion matrix",
+        help="top-1/top-5, per-class precision/recall (mIoU for segmentation, COCO mAP for detection)",
     )
     evaluate.add_argument("source", metavar="RUN|CKPT")
     evaluate.add_argument(
@@ -188,12 +208,24 @@ def cmd_predict(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         workers=args.workers,
         out=args.out,
+        score_threshold=args.score_threshold,
     ):
         if isinstance(item, BadFile):
             bad += 1
             print(f"skipping {item.reason}", file=sys.stderr)
             continue
-        if hasattr(item, "mask"):  # a segmentation model: the mask was written
+        if hasattr(item, "boxes"):  # a detection model
+            found = [
+                {"class": c, "score": round(p, 4), "box": [round(v, 1) for v in b]}
+                for c, p, b in zip(item.classes, item.scores, item.boxes, strict=True)
+            ]
+            if args.json:
+                print(json.dumps({"path": item.path, "detections": found}))
+            else:
+                shown = ", ".join(f"{d['class']} {d['score']:.2f} {d['box']}" for d in found[: args.top_k])
+                more = f" (+{len(found) - args.top_k} more)" if len(found) > args.top_k else ""
+                print(f"{item.path}: {len(found)} objects" + (f": {shown}{more}" if found else ""))
+        elif hasattr(item, "mask"):  # a segmentation model: the mask was written
             shares = ", ".join(f"{c} {f:.0%}" for c, f in item.fractions[: args.top_k])
             print(f"{item.path}: {item.mask} ({shares})")
         elif args.json:
@@ -215,7 +247,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
 def add_predict(commands) -> None:
     predict = commands.add_parser(
         "predict",
-        help="top-k classes (or masks, for segmentation) for an image or every image under a folder",
+        help="top-k classes (masks for segmentation, boxes for detection) for an image or every image under a folder",
     )
     predict.add_argument("source", metavar="RUN|CKPT")
     predict.add_argument("target", metavar="IMAGE|DIR")
@@ -223,7 +255,14 @@ def add_predict(commands) -> None:
     fmt = predict.add_mutually_exclusive_group()
     fmt.add_argument("--json", action="store_true", help="one JSON object per line")
     fmt.add_argument("--csv", action="store_true")
-    predict.add_argument("--out", help="segmentation models: the folder for the mask and overlay PNGs")
+    predict.add_argument(
+        "--out",
+        help="segmentation: the folder for mask and overlay PNGs; detection: images with boxes drawn and "
+        "detections.json (COCO results format)",
+    )
+    predict.add_argument(
+        "--score-threshold", type=float, default=0.3, help="detection: the lowest score shown (default 0.3)"
+    )
     predict.add_argument("--batch-size", type=positive_int, default=32)
     predict.add_argument("--workers", type=int, default=2)
     predict.set_defaults(func=cmd_predict)

@@ -252,7 +252,10 @@ def render_detection_scene(
             if np.abs(colour - background).sum() > 180:
                 break
         _draw(draw, CLASSES[label], cx, cy, r, angle, tuple(int(c) for c in colour))
-        boxes.append([round(v / 2, 2) for v in _extent(CLASSES[label], cx, cy, r, angle)])
+        # a rotated cross reaches 1.05 r from its centre: the box is clipped to the image as the shape is
+        boxes.append(
+            [round(min(max(v / 2, 0.0), size), 2) for v in _extent(CLASSES[label], cx, cy, r, angle)]
+        )
         labels.append(label)
     image = image.resize((size, size), Image.BILINEAR, reducing_gap=2.0)
     noisy = np.asarray(image, dtype=np.float32) + rng.normal(0, rng.uniform(0, 8), (size, size, 3))

@@ -299,22 +299,26 @@ def _read_voc_xml(xml_path: Path, images: Path):
 # ---------------------------------------------------------------------------------------------------
 
 
-def detection_transform(size: int, preprocessing: Preprocessing, train: bool) -> v2.Compose:
-    """SSD's augmentation in training (photometric distortion, zoom out, random IoU crop, flip; Liu et
-    al. 2016 Section 3.6, as torchvision's SSD reference composes it), then a resize to ``size`` x
-    ``size`` and normalisation. Evaluation only resizes and normalises."""
+BOX_AUGMENTS = ("ssdlite", "ssd", "flip")
+
+
+def detection_transform(
+    size: int, preprocessing: Preprocessing, train: bool, augment: str = "ssdlite"
+) -> v2.Compose:
+    """Training augmentation, then a resize to ``size`` x ``size`` and normalisation; evaluation only
+    resizes and normalises. ``augment``: "ssdlite" (random IoU crop and flip, as torchvision's SSDLite
+    recipe trains), "ssd" (adds SSD's photometric distortion and zoom out, Liu et al. 2016 Section 3.6,
+    for small objects) or "flip" (horizontal flip only)."""
+    if augment not in BOX_AUGMENTS:
+        raise ValueError(f"box augmentation must be one of {BOX_AUGMENTS}, got {augment!r}")
     steps: list = [v2.ToImage()]
     if train:
-        steps += [
-            v2.RandomPhotometricDistort(p=0.5),
-            v2.RandomZoomOut(
-                fill={tv_tensors.Image: [int(255 * m) for m in preprocessing.mean], "others": 0},
-                side_range=(1.0, 2.0),
-                p=0.5,
-            ),
-            v2.RandomIoUCrop(),
-            v2.RandomHorizontalFlip(p=0.5),
-        ]
+        if augment == "ssd":
+            fill = {tv_tensors.Image: [int(255 * m) for m in preprocessing.mean], "others": 0}
+            steps += [v2.RandomPhotometricDistort(p=0.5), v2.RandomZoomOut(fill=fill, side_range=(1.0, 4.0))]
+        if augment in ("ssd", "ssdlite"):
+            steps.append(v2.RandomIoUCrop())
+        steps.append(v2.RandomHorizontalFlip(p=0.5))
     steps += [
         v2.Resize((size, size), antialias=True),
         v2.SanitizeBoundingBoxes(min_size=1.0),

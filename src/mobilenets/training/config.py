@@ -12,6 +12,11 @@ TASK_NAMES = ("classify", "segment", "detect")
 OPTIMIZERS = ("rmsprop", "adamw", "sgd")
 SCHEDULES = ("cosine", "step")
 AMP_MODES = ("auto", "off", "bf16", "fp16")
+BOX_AUGMENTS = (
+    "ssdlite",
+    "ssd",
+    "flip",
+)  # mobilenets.data.detection.BOX_AUGMENTS (not imported: torchvision v2)
 
 
 @dataclass
@@ -54,6 +59,9 @@ class TrainConfig:
     )
     augment: str = "none"  # "none", "trivialaugment", "randaugment"
     random_erasing: float = 0.0  # probability
+    box_augment: str = (
+        "ssdlite"  # detection: "ssdlite" (IoU crop + flip), "ssd" (+ photometric, zoom out), "flip"
+    )
     val_fraction: float = 0.2  # used when the folder has no train/ and val/
     seed: int = 0
     workers: int = 2
@@ -76,6 +84,10 @@ class TrainConfig:
                 f"image_size must be >= 32 (the network downsamples by 32), got {self.image_size}",
             ),
             (self.lr > 0, f"lr must be > 0, got {self.lr}"),
+            (
+                self.box_augment in BOX_AUGMENTS,
+                f"box_augment must be one of {BOX_AUGMENTS}, got {self.box_augment!r}",
+            ),
             (0 <= self.ema_decay < 1, f"ema_decay must be in [0, 1), got {self.ema_decay}"),
             (
                 len(self.scale_range) == 2 and 0 < self.scale_range[0] <= self.scale_range[1],

@@ -214,6 +214,8 @@ def _per_class(evaluation, categories: list[dict], truth) -> list[dict]:
                 "class": category["name"],
                 "ap": float(valid.mean()) if valid.size else 0.0,
                 "ap50": float(at50.mean()) if at50.size else 0.0,
+                # precision at COCO's 101 recall points (0, 0.01, .. 1) at IoU 0.5, for the PR curve
+                "precision50": [round(max(float(v), 0.0), 4) for v in precision[0]],
             }
         )
     return rows

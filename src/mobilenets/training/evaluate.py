@@ -11,7 +11,6 @@ import torch
 
 from ..data.folders import (
     SPLIT_DIRS,
-    BadFile,
     BadFileLog,
     FolderDataset,
     collate_skip_bad,
@@ -19,10 +18,11 @@ from ..data.folders import (
     list_images,
     scan,
 )
+from ..nn.detection import is_detection_name
 from ..nn.segmentation import is_segmentation_name
 from ..weights.checkpoint import load, resolve_checkpoint
 from .loop import predict_loader
-from .masks import MaskPrediction, evaluate_masks, predict_masks
+from .masks import evaluate_masks, predict_masks
 from .plots import write_evaluation
 from .task import accuracy
 
@@ -70,6 +70,10 @@ def evaluate(
     model, device = load_for_inference(source)
     if is_segmentation_name(model.arch or ""):
         return evaluate_masks(model, device, Path(source), data, out, batch_size, workers)
+    if is_detection_name(model.arch or ""):
+        from .detections import evaluate_boxes
+
+        return evaluate_boxes(model, device, Path(source), data, out, batch_size, workers)
     source_path = Path(source)
     folder = _eval_folder(data, source_path if source_path.is_dir() else None)
     folder_classes, samples = scan(folder)
@@ -141,10 +145,18 @@ def predict(
     batch_size: int = 32,
     workers: int = 2,
     out: str | os.PathLike | None = None,
-) -> Iterator[Prediction | BadFile | MaskPrediction]:
+    score_threshold: float = 0.3,
+) -> Iterator:
     """Stream predictions batch by batch; a bad file is yielded as a BadFile and the stream goes on.
-    A segmentation model writes masks and overlays into ``out`` (:func:`.masks.predict_masks`)."""
+    A segmentation model writes masks and overlays into ``out`` (:func:`.masks.predict_masks`); a
+    detection model yields boxes above ``score_threshold`` (:func:`.detections.predict_boxes`), drawn
+    into ``out`` when given."""
     model, device = load_for_inference(source)
+    if is_detection_name(model.arch or ""):
+        from .detections import predict_boxes
+
+        yield from predict_boxes(model, device, target, out, score_threshold)
+        return
     if is_segmentation_name(model.arch or ""):
         if out is None:
             raise ValueError("a segmentation model predicts masks: pass --out DIR for the mask PNGs")
