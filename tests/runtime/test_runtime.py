@@ -730,3 +730,50 @@ def test_ssdlite_exports_decoded_boxes_and_scores_and_runs_in_the_numpy_runner(t
     with torch.no_grad():
         torch_boxes, _ = DecodedDetector(model, 160)(torch.from_numpy(x))
     assert _relative(got_boxes, torch_boxes.numpy()) < 1e-4
+
+
+def test_ssdlite_exports_with_nms_in_the_graph_and_the_runner_keeps_the_same_boxes(tmp_path, capsys):
+    """``--nms``: ONNX's NonMaxSuppression appended (background sliced off, class index shifted back),
+    checked at export against torchvision's NMS; the NumPy runner (Slice, NonMaxSuppression) keeps the
+    same (image, class, box) rows as ONNX Runtime, and they are the detections of model.detect."""
+    from mobilenets.deploy.onnx_nms import NmsSettings, reference_nms
+
+    torch.manual_seed(0)
+    model = mobilenets.create_model("ssdlite_mobilenet_v3_small_050", num_classes=4).eval()
+    model = randomize_batchnorm(model, seed=3, resolution=128)
+    settings = NmsSettings(iou_threshold=0.5, score_threshold=0.2, max_per_class=10_000)
+    report = export_onnx(model, tmp_path / "nms.onnx", resolution=128, nms=settings)
+    assert report.op_types["NonMaxSuppression"] == 1 and report.op_types["Slice"] == 1
+    x = probe_inputs(2, 128, seed=9).numpy()
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(report.path), providers=["CPUExecutionProvider"])
+    assert [o.name for o in session.get_outputs()] == ["boxes", "scores", "selected"]
+    boxes, scores, selected = session.run(None, {"input": x})
+    kept = {tuple(row) for row in selected.tolist()}
+    assert len(kept) > 5 and {c for _, c, _ in kept} <= {1, 2, 3} and {i for i, _, _ in kept} == {0, 1}
+    assert kept == reference_nms(boxes, scores, settings)
+    got = OnnxModel(report.path).run(x)
+    assert {tuple(row) for row in got[2].tolist()} == kept
+    with torch.no_grad():
+        detected = model.detect(
+            torch.from_numpy(x),
+            score_threshold=0.2,
+            nms_threshold=0.5,
+            candidates_per_class=10**6,
+            max_detections=10**6,
+        )
+    for image in (0, 1):
+        rows = sorted((c, i) for b, c, i in kept if b == image)
+        expected = sorted(
+            zip(detected[image]["labels"].tolist(), detected[image]["scores"].tolist(), strict=True)
+        )
+        assert [c for c, _ in rows] == sorted(c for c, _ in expected)
+        assert sorted(float(scores[image, i, c]) for c, i in rows) == pytest.approx(
+            sorted(s for _, s in expected), abs=1e-5
+        )
+    with pytest.raises(ValueError, match=r"NMS IoU threshold must be in \[0, 1\], got 1.5"):
+        NmsSettings(iou_threshold=1.5)
+    classifier = mobilenets.create_model("mobilenet_v3_small_050")
+    with pytest.raises(ValueError, match="--nms is for detection models"):
+        export_onnx(classifier, tmp_path / "c.onnx", nms=settings)

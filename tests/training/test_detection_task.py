@@ -57,7 +57,11 @@ def test_every_object_gets_a_default_box_even_below_the_iou_threshold():
     anchors = torch.tensor([[0.0, 0, 100, 100], [50, 50, 150, 150], [0, 0, 20, 20]])
     targets = torch.tensor(
         [
-            [[3.0, 0, 0, 98, 98], [5.0, 110, 110, 120, 120], [-1, -1, -1, -1, -1]],  # the second overlaps little
+            [
+                [3.0, 0, 0, 98, 98],
+                [5.0, 110, 110, 120, 120],
+                [-1, -1, -1, -1, -1],
+            ],  # the second overlaps little
             [[-1.0, -1, -1, -1, -1]] * 3,  # no objects
         ]
     )

@@ -17,13 +17,16 @@ def cmd_export(args: argparse.Namespace) -> int:
         print(f"wrote {report.path}: {report.summary}")
         return 0
     from ..deploy.export import export_onnx
+    from ..deploy.onnx_nms import NmsSettings
 
+    nms = NmsSettings(args.nms_iou, args.nms_score, args.nms_max) if args.nms else None
     report = export_onnx(
         args.source,
         args.output,
         resolution=args.resolution,
         opset=args.opset,
         dynamic_batch=not args.static_batch,
+        nms=nms,
     )
     ops = ", ".join(f"{op} {n}" for op, n in sorted(report.op_types.items(), key=lambda kv: -kv[1]))
     print(f"wrote {report.path} (opset {report.opset}, {report.resolution}x{report.resolution}, BN folded)")
@@ -32,6 +35,11 @@ def cmd_export(args: argparse.Namespace) -> int:
         f"({report.relative_diff:.2e} of the largest logit; limit 1e-4)"
     )
     print(f"ops: {ops}; exporter: {report.exporter}")
+    if nms is not None:
+        print(
+            f"NonMaxSuppression in the graph (IoU {nms.iou_threshold}, score > {nms.score_threshold}, "
+            f"{nms.max_per_class} per class): output 'selected' rows (image, class, box), same boxes as torchvision's NMS"
+        )
     return 0
 
 
@@ -50,6 +58,18 @@ def add_export(commands) -> None:
         "--static-batch", action="store_true", help="fix the batch size to 2 (default: dynamic)"
     )
     export.add_argument("--int8", action="store_true", help="ExecuTorch: quantize with the XNNPACK quantizer")
+    export.add_argument(
+        "--nms",
+        action="store_true",
+        help="detection: ONNX NonMaxSuppression in the graph (output 'selected')",
+    )
+    export.add_argument("--nms-iou", type=float, default=0.55, help="--nms: IoU above which a box is dropped")
+    export.add_argument(
+        "--nms-score", type=float, default=0.01, help="--nms: scores above this are candidates"
+    )
+    export.add_argument(
+        "--nms-max", type=positive_int, default=100, help="--nms: boxes kept per class and image"
+    )
     export.set_defaults(func=cmd_export)
 
 

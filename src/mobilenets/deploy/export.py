@@ -28,6 +28,7 @@ from ..runtime.metadata import class_names as checked_class_names
 from ..weights.checkpoint import atomic_write
 from ..weights.preprocessing import DETECTION_PREPROCESSING, Preprocessing
 from .onnx_cleanup import clean
+from .onnx_nms import NmsSettings, append_nms, reference_nms
 
 OPSET = 18
 # HardSigmoid and Clip-with-inputs need 11; the torch.export-based exporter writes 18 and up (below that
@@ -83,14 +84,19 @@ def export_onnx(
     opset: int = OPSET,
     dynamic_batch: bool = True,
     tolerance: float = TOLERANCE,
+    nms: NmsSettings | None = None,
 ) -> ExportReport:
-    """Export ``source`` to ONNX at ``path`` and verify it with ONNX Runtime (see the module docstring)."""
+    """Export ``source`` to ONNX at ``path`` and verify it with ONNX Runtime (see the module docstring).
+    A detector with ``nms`` gets ONNX's NonMaxSuppression in the graph (:mod:`.onnx_nms`), checked
+    against torchvision's NMS on the same boxes and scores."""
     import onnx
 
     if not MIN_OPSET <= opset <= MAX_OPSET:
         raise ValueError(f"opset must be from {MIN_OPSET} to {MAX_OPSET} (the exporter's range), got {opset}")
     model = resolve_model(source).eval()
     detector = isinstance(model, SSDLite)
+    if nms is not None and not detector:
+        raise ValueError("--nms is for detection models (ssdlite_*): a classifier has no boxes to suppress")
     preprocessing = getattr(model, "preprocessing", None) or (
         DETECTION_PREPROCESSING if detector else Preprocessing()
     )
@@ -119,6 +125,8 @@ def export_onnx(
         exporter = _export(fused, dummy, tmp, opset, dynamic_batch, outputs)
         proto = onnx.load(str(tmp))
         clean(proto)  # plain standard ops: no shape arithmetic, no Identity, Pad folded into Conv
+        if nms is not None:
+            append_nms(proto, model.num_classes, nms)
         metadata = {
             "producer": "mobilenets",
             "arch": getattr(model, "arch", None) or type(model).__name__,
@@ -132,7 +140,7 @@ def export_onnx(
             proto.metadata_props.add(key=key, value=value)
         onnx.checker.check_model(proto)
         onnx.save(proto, str(tmp))
-        max_abs, relative = compare_with_torch(model, tmp, resolution, in_chans)
+        max_abs, relative = compare_with_torch(model, tmp, resolution, in_chans, nms)
         if not relative <= tolerance:
             raise ExportError(
                 f"ONNX Runtime disagrees with PyTorch: max difference {max_abs:.3g} ({relative:.3g} of the largest "
@@ -219,9 +227,11 @@ def _export_torchscript(model, dummy, path: Path, opset: int, dynamic_batch: boo
 
 
 def compare_with_torch(
-    model: nn.Module, onnx_path: Path, resolution: int, in_chans: int = 3
+    model: nn.Module, onnx_path: Path, resolution: int, in_chans: int = 3, nms: NmsSettings | None = None
 ) -> tuple[float, float]:
-    """(max |difference|, relative to the largest logit) of ONNX Runtime against PyTorch on 3 probe images."""
+    """(max |difference|, relative to the largest logit) of ONNX Runtime against PyTorch on 3 probe images.
+    With ``nms``, the boxes ONNX Runtime's NonMaxSuppression keeps must be the ones torchvision's keeps
+    (on ONNX Runtime's own boxes and scores: a 1e-6 difference in a score may reorder a tie)."""
     import onnxruntime as ort
 
     x = probe_inputs(3, resolution, in_chans, seed=1)
@@ -230,6 +240,16 @@ def compare_with_torch(
     expected = [t.numpy() for t in expected] if isinstance(expected, tuple) else [expected.numpy()]
     session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
     got = session.run(None, {session.get_inputs()[0].name: x.numpy()})
+    if nms is not None:
+        boxes, scores, selected = got
+        kept = {tuple(int(v) for v in row) for row in selected}
+        expected_kept = reference_nms(boxes, scores, nms)
+        if kept != expected_kept:
+            raise ExportError(
+                f"ONNX Runtime's NonMaxSuppression kept {len(kept)} boxes, torchvision's NMS {len(expected_kept)} "
+                f"({len(kept ^ expected_kept)} differ); the file was not written"
+            )
+        got = got[:2]
     # Each output against its own scale (a detector's boxes are in pixels, its scores in [0, 1]).
     worst = max(
         ((float(np.abs(g - e).max()), float(np.abs(e).max())) for g, e in zip(got, expected, strict=True)),

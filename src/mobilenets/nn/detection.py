@@ -183,7 +183,7 @@ class SSDLite(nn.Module):
 
 class DecodedDetector(nn.Module):
     """An SSDLite for one input size, as it is exported: ``forward`` returns ``(boxes (N, B, 4) as x1, y1,
-    x2, y2 in input pixels, scores (N, B, num_classes) softmax)``, the default boxes a constant. What
+    x2, y2 in input pixels clipped to the input, scores (N, B, num_classes) softmax)``, the default boxes a constant. What
     remains (threshold, per-class NMS, top-k) is done by the runtime's caller or its NMS op."""
 
     def __init__(self, model: SSDLite, resolution: int | tuple[int, int]):
@@ -195,6 +195,9 @@ class DecodedDetector(nn.Module):
         self.register_buffer(
             "anchors", default_boxes([tuple(m.shape[-2:]) for m in maps], size, model.first_map_boxes)
         )
+        self.register_buffer(
+            "limits", torch.tensor([size[1], size[0], size[1], size[0]], dtype=torch.float32)
+        )
         self.arch, self.class_names, self.preprocessing = model.arch, model.class_names, model.preprocessing
         self.min_resolution, self.in_chans, self.num_classes = (
             model.min_resolution,
@@ -204,7 +207,9 @@ class DecodedDetector(nn.Module):
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         logits, regression = self.model(x)
-        return decode(regression, self.anchors), torch.softmax(logits, -1)
+        # clipped to the image, as torchvision's post-processing clips them before NMS
+        boxes = torch.minimum(decode(regression, self.anchors).clamp(min=0), self.limits)
+        return boxes, torch.softmax(logits, -1)
 
 
 def _flatten(x: torch.Tensor, per_box: int) -> torch.Tensor:

@@ -279,6 +279,96 @@ def Unsqueeze_1(data, *, axes):
     return Unsqueeze(data, axes)
 
 
+def Slice(data, starts, ends, axes=None, steps=None):
+    """Slice-10 and later: starts / ends / axes / steps are inputs; out-of-range values are clamped as
+    the spec says (Python's slicing rules, with INT_MAX / INT_MIN meaning the ends)."""
+    starts, ends = [int(v) for v in np.ravel(starts)], [int(v) for v in np.ravel(ends)]
+    axes = list(range(len(starts))) if axes is None else [int(a) % data.ndim for a in np.ravel(axes)]
+    steps = [1] * len(starts) if steps is None else [int(v) for v in np.ravel(steps)]
+    if len(set(axes)) != len(axes) or not len(starts) == len(ends) == len(axes) == len(steps):
+        raise ValueError("Slice: starts, ends, axes and steps must have one value per distinct axis")
+    if 0 in steps:
+        raise ValueError("Slice: a step of 0")
+    index = [slice(None)] * data.ndim
+    for start, end, axis, step in zip(starts, ends, axes, steps, strict=True):
+        size = data.shape[axis]
+        # clamp as the spec does; Python's slice would wrap a very negative end for negative steps
+        start = min(
+            max(start + size if start < 0 else start, 0 if step > 0 else -1), size if step > 0 else size - 1
+        )
+        end = min(max(end + size if end < 0 else end, 0 if step > 0 else -1), size if step > 0 else size - 1)
+        index[axis] = slice(start, None if end == -1 and step < 0 else end, step)
+    return np.ascontiguousarray(data[tuple(index)])
+
+
+def Slice_1(data, *, starts, ends, axes=None):
+    """Slice-1 (models declaring opset < 10): starts / ends / axes are attributes, steps are 1."""
+    return Slice(data, starts, ends, axes)
+
+
+def Min(*inputs):
+    return np.minimum.reduce(np.broadcast_arrays(*inputs)) if len(inputs) > 1 else inputs[0].copy()
+
+
+def Max(*inputs):
+    return np.maximum.reduce(np.broadcast_arrays(*inputs)) if len(inputs) > 1 else inputs[0].copy()
+
+
+def NonMaxSuppression(
+    boxes,
+    scores,
+    max_output_boxes_per_class=None,
+    iou_threshold=None,
+    score_threshold=None,
+    *,
+    center_point_box=0,
+):
+    """Greedy NMS per batch and class (ONNX NonMaxSuppression-11): boxes (N, B, 4) as two corners (any
+    order) or, with center_point_box=1, centre + size; scores (N, C, B). Returns (K, 3) int64 rows of
+    (batch, class, box), by class within a batch, best score first. A box is dropped when its IoU with a
+    kept one is above ``iou_threshold``; only scores above ``score_threshold`` are candidates."""
+    limit = 0 if max_output_boxes_per_class is None else int(np.ravel(max_output_boxes_per_class)[0])
+    iou_limit = 0.0 if iou_threshold is None else float(np.ravel(iou_threshold)[0])
+    floor = None if score_threshold is None else float(np.ravel(score_threshold)[0])
+    if center_point_box:
+        centre, half = boxes[..., :2], boxes[..., 2:] / 2
+        corners = np.concatenate([centre - half, centre + half], -1)
+    else:  # the two corners in either order: sort each coordinate pair
+        corners = np.concatenate(
+            [np.minimum(boxes[..., :2], boxes[..., 2:]), np.maximum(boxes[..., :2], boxes[..., 2:])], -1
+        )
+    corners = corners.astype(np.float64)
+    selected = []
+    for batch in range(scores.shape[0]):
+        area = (corners[batch, :, 2] - corners[batch, :, 0]) * (corners[batch, :, 3] - corners[batch, :, 1])
+        for label in range(scores.shape[1]):
+            if limit <= 0:
+                break
+            score = scores[batch, label]
+            candidates = np.arange(score.shape[0]) if floor is None else np.nonzero(score > floor)[0]
+            order = candidates[np.argsort(-score[candidates], kind="stable")]
+            kept: list[int] = []
+            for box in order:
+                if len(kept) == limit:
+                    break
+                if kept:
+                    others = corners[batch, kept]
+                    inter_w = np.minimum(others[:, 2], corners[batch, box, 2]) - np.maximum(
+                        others[:, 0], corners[batch, box, 0]
+                    )
+                    inter_h = np.minimum(others[:, 3], corners[batch, box, 3]) - np.maximum(
+                        others[:, 1], corners[batch, box, 1]
+                    )
+                    inter = np.clip(inter_w, 0, None) * np.clip(inter_h, 0, None)
+                    union = area[kept] + area[box] - inter
+                    iou = np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
+                    if (iou > iou_limit).any():
+                        continue
+                kept.append(int(box))
+            selected += [(batch, label, box) for box in kept]
+    return np.array(selected, dtype=np.int64).reshape(-1, 3)
+
+
 def Concat(*inputs, axis):
     return np.concatenate(inputs, axis=axis)
 
@@ -519,11 +609,13 @@ FIRST_OPSET = {
     "QuantizeLinear": 10,
     "DequantizeLinear": 10,
     "Resize": 11,
+    "NonMaxSuppression": 10,
 }  # the opset that added the op
 CHANGED = {
     "Softmax": {1: Softmax_1, 13: Softmax},
     "ReduceMean": {1: ReduceMean_1, 18: ReduceMean},
     "Unsqueeze": {1: Unsqueeze_1, 13: Unsqueeze},
+    "Slice": {1: Slice_1, 10: Slice},
 }  # since-version -> the function for that meaning
 
 
