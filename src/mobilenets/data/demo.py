@@ -237,10 +237,10 @@ def render_detection_scene(
     background = np.asarray(image, dtype=np.float32).mean((0, 1))
     placed: list[tuple[float, float, float]] = []
     boxes, labels = [], []
-    for _ in range(int(rng.integers(1, 5))):
+    for _ in range(int(rng.integers(1, 4))):
         label = int(rng.integers(0, len(CLASSES)))
         for _ in range(30):
-            r = rng.uniform(0.08, 0.25) * big
+            r = rng.uniform(0.15, 0.3) * big
             cx, cy, angle = rng.uniform(r, big - r), rng.uniform(r, big - r), rng.uniform(0, 2 * math.pi)
             if all(math.hypot(cx - x, cy - y) > r + q - min(r, q) / 3 for x, y, q in placed):
                 break

@@ -197,27 +197,28 @@ def collate_skip_bad(batch):
 
 
 class BadFileLog:
-    """Warn once per bad file, count them, and keep the list for the run's report."""
+    """Warn once per bad file (or per problem in one file: an annotations file may hold several bad
+    entries), count them, and keep the list for the run's report."""
 
     def __init__(self):
-        self.files: dict[str, str] = {}
+        self.files: dict[tuple[str, str], None] = {}  # (path, reason), in the order met
 
     def add(self, records: list[BadFile]) -> None:
         for record in records:
-            if record.path not in self.files:
-                self.files[record.path] = record.reason
+            if (record.path, record.reason) not in self.files:
+                self.files[(record.path, record.reason)] = None
                 warnings.warn(f"skipping {record.reason}", stacklevel=2)
 
-    def merge(self, files: dict[str, str]) -> None:
+    def merge(self, files: dict[tuple[str, str], None]) -> None:
         """Files another process found (it warned about them already)."""
-        for path, reason in files.items():
-            self.files.setdefault(path, reason)
+        for key in files:
+            self.files.setdefault(key, None)
 
     def __len__(self) -> int:
         return len(self.files)
 
     def report(self) -> list[dict]:
-        return [{"path": path, "reason": reason} for path, reason in sorted(self.files.items())]
+        return [{"path": path, "reason": reason} for path, reason in sorted(self.files)]
 
 
 # ---------------------------------------------------------------------------------------------------

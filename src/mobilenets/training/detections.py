@@ -11,6 +11,7 @@ from pathlib import Path
 
 import torch
 from PIL import Image, ImageDraw
+from torchvision import tv_tensors
 
 from ..data.detection import DetectionDataset, collate_detection, detection_transform, scan_detection
 from ..data.folders import BadFile, BadFileLog, BadImage, list_images, load_image
@@ -213,7 +214,13 @@ def predict_boxes(
         except BadImage as error:
             yield BadFile(path, str(error))
             continue
-        x = transform(image)
+        no_boxes = {
+            "boxes": tv_tensors.BoundingBoxes(
+                torch.zeros(0, 4), format="XYXY", canvas_size=(image.height, image.width)
+            ),
+            "labels": torch.zeros(0, dtype=torch.int64),
+        }
+        x, _ = transform(image, no_boxes)  # the evaluation transform, as training validated with it
         found = model.detect(
             x[None].to(device).contiguous(memory_format=torch.channels_last), score_threshold=score_threshold
         )[0]
