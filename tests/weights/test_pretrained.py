@@ -123,3 +123,43 @@ def test_timm_weights_are_checked_against_the_hubs_sha256(tmp_path, monkeypatch)
     x = structured_inputs(2, 224)
     with torch.no_grad():
         assert relative_max_diff(model(x), reference(x)) < 1e-4
+
+
+def test_ssdlite_takes_imagenet_weights_in_its_backbone_and_its_own_checkpoints(cache, tmp_path):
+    """weights="torchvision" on a detector is torchvision's ``weights_backbone``: the classifier's tensors
+    but its head in the backbone, the extra layers and heads fresh; a detection checkpoint loads as it
+    is, or with new class heads (reset_classifier) for other classes."""
+    file = hub.hub_file("mobilenet_v3_large_100", "torchvision")
+    cache.mkdir(parents=True)
+    torch.save(
+        randomize_batchnorm(torchvision.models.mobilenet_v3_large().eval(), seed=2).state_dict(),
+        cache / file.file_name,
+    )
+    classifier = mobilenets.create_model("mobilenet_v3_large_100", weights="torchvision")
+    detector = mobilenets.create_model("ssdlite_mobilenet_v3_large", weights="torchvision", num_classes=5)
+    backbone = detector.backbone.state_dict()
+    shared = {k: v for k, v in classifier.state_dict().items() if not k.startswith(("head.", "classifier."))}
+    assert shared.keys() == backbone.keys() and all(torch.equal(v, backbone[k]) for k, v in shared.items())
+    assert detector.backbone.bn_eps == 1e-3 and detector.num_classes == 5
+    with pytest.raises(ValueError, match="reduced_tail=True has none"):
+        mobilenets.create_model("ssdlite_mobilenet_v3_large", weights="torchvision", reduced_tail=True)
+
+    path = tmp_path / "det.safetensors"
+    mobilenets.save(detector, path, class_names=["background", "a", "b", "c", "d"])
+    again = mobilenets.create_model("ssdlite_mobilenet_v3_large", weights=str(path))
+    assert again.num_classes == 5 and all(
+        torch.equal(v, again.state_dict()[k]) for k, v in detector.state_dict().items()
+    )
+    with pytest.raises(CheckpointError, match="pass reset_classifier=True"):
+        mobilenets.create_model("ssdlite_mobilenet_v3_large", weights=str(path), num_classes=3)
+    fresh = mobilenets.create_model(
+        "ssdlite_mobilenet_v3_large", weights=str(path), num_classes=3, reset_classifier=True
+    )
+    state = fresh.state_dict()
+    assert state["classification.0.1.weight"].shape[0] == 6 * 3  # 6 boxes per cell x 3 classes
+    kept = [k for k in state if not k.startswith("classification.")]
+    assert all(torch.equal(state[k], detector.state_dict()[k]) for k in kept)
+    with pytest.raises(
+        CheckpointError, match="holds ssdlite_mobilenet_v3_large_100 weights, not ssdlite_mobilenet_v2"
+    ):
+        mobilenets.create_model("ssdlite_mobilenet_v2", weights=str(path))

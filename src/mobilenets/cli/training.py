@@ -274,7 +274,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
     print("== The numbers (V1 Table 8, computed by `mobilenets profile`) ==\n")
     print(talk_table())
-    out = args.out or ("runs/demo-segment" if args.task == "segment" else "runs/demo")
+    out = args.out or {"segment": "runs/demo-segment", "detect": "runs/demo-detect"}.get(
+        args.task, "runs/demo"
+    )
     return run_demo(out, epochs=args.epochs, quiet=args.quiet, task=args.task)
 
 
@@ -284,12 +286,13 @@ def add_demo(commands) -> None:
     )
     demo.add_argument(
         "--task",
-        choices=("classify", "segment"),
+        choices=("classify", "segment", "detect"),
         default="classify",
         help="classify: V3-Small on rendered shapes (target top-1 >= 90%%); segment: LR-ASPP V3-Small on "
-        "rendered scenes with pixel masks (target mIoU >= 0.8)",
+        "rendered scenes with pixel masks (target mIoU >= 0.8); detect: SSDLite V3-Small on rendered scenes "
+        "with boxes (target mAP@.5 >= 0.8)",
     )
-    demo.add_argument("--out", help="run folder (default runs/demo, or runs/demo-segment)")
+    demo.add_argument("--out", help="run folder (default runs/demo, runs/demo-segment or runs/demo-detect)")
     demo.add_argument("--epochs", type=positive_int)
     demo.add_argument("--quiet", action="store_true")
     demo.set_defaults(func=cmd_demo)

@@ -34,8 +34,10 @@ ANCHORS_PER_CELL = 6  # aspect ratios 1, 2, 1/2, 3, 1/3 and the extra scale-1 bo
 FIRST_MAP_BOXES = (6, 3)
 
 
-def _normal_init(module: nn.Module) -> None:
-    """torchvision's SSDLite init for the extra layers and the heads: N(0, 0.03) conv weights, zero bias."""
+def init_normal(module: nn.Module) -> None:
+    """SSDLite's init (TF's object detection API, torchvision's ssdlite320_mobilenet_v3_large): N(0, 0.03)
+    conv weights, zero bias, for the extra layers and heads, and for the backbone too when it is not
+    pretrained."""
     for layer in module.modules():
         if isinstance(layer, nn.Conv2d):
             nn.init.normal_(layer.weight, mean=0.0, std=0.03)
@@ -71,6 +73,7 @@ class SSDLite(nn.Module):
     then row, column and default box, as torchvision orders them."""
 
     prefix = DETECTION_PREFIX
+    classifier_prefixes = ("classification.",)  # what reset_classifier replaces when fine-tuning
 
     def __init__(
         self,
@@ -117,7 +120,7 @@ class SSDLite(nn.Module):
         )
         self.regression = nn.ModuleList(PredictionBlock(c, boxes * 4, norm) for c, boxes in pairs)
         for module in (self.extra, self.classification, self.regression):
-            _normal_init(module)
+            init_normal(module)
             if not backbone.stem.conv.weight.is_contiguous():  # the backbone's channels-last format
                 module.to(memory_format=torch.channels_last)
         self.num_classes, self.width, self.min_depth = num_classes, width, min_depth

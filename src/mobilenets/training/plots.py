@@ -9,6 +9,8 @@ from pathlib import Path
 
 from ..weights.checkpoint import atomic_write
 
+COMPANIONS = {"map": ("map50",)}  # drawn beside the metric that picks the best epoch
+
 
 def plot_curves(history: list[dict], path: Path, metric: str = "top1") -> None:
     """Loss and ``metric`` against epochs, train beside val."""
@@ -22,9 +24,11 @@ def plot_curves(history: list[dict], path: Path, metric: str = "top1") -> None:
     ax_loss.plot(epochs, [r["train_loss"] for r in history], "o-", label="train")
     ax_loss.plot(epochs, [r["val_loss"] for r in history], "o-", label="val")
     ax_loss.set(xlabel="epoch", ylabel="loss", title="Loss")
+    shown = [metric, *COMPANIONS.get(metric, ())]
     for split in ("train", "val"):
-        if all(f"{split}_{metric}" in r for r in history):
-            ax_acc.plot(epochs, [r[f"{split}_{metric}"] for r in history], "o-", label=f"{split} {metric}")
+        for name in shown:
+            if all(f"{split}_{name}" in r for r in history):
+                ax_acc.plot(epochs, [r[f"{split}_{name}"] for r in history], "o-", label=f"{split} {name}")
     ax_acc.set(xlabel="epoch", ylabel=metric, title=metric, ylim=(0, 1))
     for ax in (ax_loss, ax_acc):
         ax.grid(alpha=0.3)

@@ -228,9 +228,10 @@ def load_into(
     model: nn.Module, state: dict[str, torch.Tensor], source: str, reset_classifier: bool = False
 ) -> nn.Module:
     """Load ``state`` into ``model``; with ``reset_classifier`` a classifier of another size is left fresh."""
-    if reset_classifier:
-        fresh = {k: v for k, v in model.state_dict().items() if k.startswith("classifier.")}
-        state = {k: v for k, v in state.items() if not k.startswith("classifier.")} | fresh
+    if reset_classifier:  # SSDLite's class heads are "classification."
+        prefixes = getattr(model, "classifier_prefixes", ("classifier.",))
+        fresh = {k: v for k, v in model.state_dict().items() if k.startswith(prefixes)}
+        state = {k: v for k, v in state.items() if not k.startswith(prefixes)} | fresh
     check_state_dict(model, state, source)
     model.load_state_dict(state)
     return model

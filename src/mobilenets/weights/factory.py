@@ -9,10 +9,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..nn.detection import is_detection_name
+from ..nn.detection import DETECTION_PREFIX, is_detection_name
 from ..nn.network import FeatureExtractor, MobileNet
 from ..nn.registry import build_detection_model, build_model, build_segmentation_model, get_variant
-from ..nn.segmentation import LRASPP, DeepLabV3, is_segmentation_name
+from ..nn.segmentation import LRASPP, DeepLabV3, is_segmentation_name, segmentation_backbone_name
 from .checkpoint import CheckpointError, load, read
 from .pretrained import PRETRAINED, load_pretrained
 
@@ -65,7 +65,17 @@ def create_model(
     """
     if is_detection_name(name):
         if weights is not None:
-            raise ValueError(f"{name}: detection weights are not loadable yet (issue 18)")
+            return _detection_with_weights(
+                name,
+                weights,
+                num_classes=num_classes,  # None: the checkpoint's, or COCO's 91 with ImageNet weights
+                reset_classifier=reset_classifier,
+                reduced_tail=reduced_tail,
+                first_map_boxes=first_map_boxes,
+                in_chans=in_chans,
+                bn_momentum=bn_momentum,
+                memory_format=memory_format,
+            )
         return build_detection_model(
             name,
             num_classes=91 if num_classes is None else num_classes,
@@ -137,6 +147,59 @@ def create_model(
         ),
     )
     return FeatureExtractor(model, out_indices, feature_location) if features_only else model
+
+
+def _detection_with_weights(
+    name: str, weights: str, *, num_classes: int | None, reset_classifier: bool, **options
+):
+    """An SSDLite with ImageNet weights in its backbone ("torchvision", "keras", "timm": the classifier's
+    weights without its head, as torchvision's ``weights_backbone``; the extra layers and heads stay
+    freshly initialised), or a detection checkpoint (``reset_classifier`` for other classes)."""
+    if weights in PRETRAINED:
+        if options["reduced_tail"]:
+            raise ValueError(
+                f"{weights} ImageNet weights have the full last stage; reduced_tail=True has none (train it "
+                "from scratch, or drop reduced_tail)"
+            )
+        if options["in_chans"] != 3:
+            raise ValueError(
+                f"{weights} ImageNet weights are for 3-channel RGB input, not in_chans={options['in_chans']}"
+            )
+        backbone_name = segmentation_backbone_name(name.removeprefix(DETECTION_PREFIX))
+        extra = {"bn_momentum": options["bn_momentum"]} if options["bn_momentum"] is not None else {}
+        classifier = load_pretrained(backbone_name, weights, memory_format=options["memory_format"], **extra)
+        config = classifier.config
+        model = build_detection_model(
+            name,
+            num_classes=91 if num_classes is None else num_classes,
+            first_map_boxes=options["first_map_boxes"],
+            bn_eps=classifier.bn_eps,
+            bn_momentum=classifier.bn_momentum,
+            padding=config.get("padding", "symmetric"),
+            memory_format=options["memory_format"],
+        )
+        state = {
+            k: v for k, v in classifier.state_dict().items() if not k.startswith(("head.", "classifier."))
+        }
+        model.backbone.load_state_dict(state)  # strict: every backbone tensor comes from the weights
+        return model
+    if Path(str(weights)).suffix == ".safetensors" or Path(str(weights)).exists():
+        _, metadata = read(weights)
+        saved = metadata["config"]["arch"]
+        canonical = DETECTION_PREFIX + segmentation_backbone_name(name.removeprefix(DETECTION_PREFIX))
+        if saved != canonical:  # ssdlite_mobilenet_v3_large is recorded as ..._large_100
+            raise CheckpointError(
+                f"{weights} holds {saved} weights, not {name}: create_model({saved!r}, weights=...)"
+            )
+        overrides = {"memory_format": options["memory_format"]}
+        if options["bn_momentum"] is not None:
+            overrides["bn_momentum"] = options["bn_momentum"]
+        model, _ = load(weights, num_classes=num_classes, reset_classifier=reset_classifier, **overrides)
+        return model
+    raise ValueError(
+        f"weights={weights!r}: use 'torchvision', 'keras' or 'timm' (ImageNet weights for the backbone), or "
+        "the path of a detection checkpoint (convert torchvision's SSDLite file with `mobilenets convert`)"
+    )
 
 
 def _with_weights(name: str, weights: str, *, num_classes: int, reset_classifier: bool, options: dict):
