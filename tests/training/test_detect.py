@@ -177,3 +177,30 @@ def test_detection_ddp_on_two_cpu_processes(tmp_path):
     )
     history = [json.loads(line) for line in RunFiles(ddp).metrics.read_text().splitlines()]
     assert [r["epoch"] for r in history] == [0, 1] and 0 <= history[-1]["val_map"] <= 1
+
+
+def test_the_box_augmentation_setting_reaches_the_training_set(tmp_path):
+    from torchvision.transforms import v2
+
+    from mobilenets.training.detection import Detection
+    from mobilenets.weights.preprocessing import Preprocessing
+
+    root = demo.write_detection_dataset(tmp_path, train=4, val=2, size=64)
+    kinds = {}
+    for augment in ("ssdlite", "ssd", "flip"):
+        config = config_from_recipe(
+            "scratch", data=str(root), out=str(tmp_path / "r"), **{**TINY, "box_augment": augment}
+        )
+        task = Detection()
+        train, val = task.datasets(task.split(root, config), config, Preprocessing(resize=64, crop=64))
+        kinds[augment] = [type(step).__name__ for step in train.transform.transforms]
+        assert not any(isinstance(step, v2.RandomHorizontalFlip) for step in val.transform.transforms)
+    assert kinds["flip"][:2] == ["ToImage", "RandomHorizontalFlip"]
+    assert kinds["ssdlite"][:3] == ["ToImage", "RandomIoUCrop", "RandomHorizontalFlip"]
+    assert kinds["ssd"][:5] == [
+        "ToImage",
+        "RandomPhotometricDistort",
+        "RandomZoomOut",
+        "RandomIoUCrop",
+        "RandomHorizontalFlip",
+    ]

@@ -242,9 +242,10 @@ class Detection:
         return scan_detection(root, config.val_fraction, config.seed)
 
     def datasets(self, split: DetectionSplit, config: TrainConfig, preprocessing: Preprocessing):
-        train = DetectionDataset(
-            split.train, detection_transform(config.image_size, preprocessing, train=True)
+        augment = detection_transform(
+            config.image_size, preprocessing, train=True, augment=config.box_augment
         )
+        train = DetectionDataset(split.train, augment)
         val = DetectionDataset(split.val, detection_transform(config.image_size, preprocessing, train=False))
         return train, val
 
