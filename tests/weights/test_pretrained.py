@@ -163,3 +163,21 @@ def test_ssdlite_takes_imagenet_weights_in_its_backbone_and_its_own_checkpoints(
         CheckpointError, match="holds ssdlite_mobilenet_v3_large_100 weights, not ssdlite_mobilenet_v2"
     ):
         mobilenets.create_model("ssdlite_mobilenet_v2", weights=str(path))
+
+
+def test_train_a_detector_from_imagenet_weights(cache, tmp_path):
+    """`train --weights torchvision --model ssdlite_...`: the backbone starts from the cached ImageNet file,
+    the checkpoint normalises as those weights expect, at the training size."""
+    from mobilenets.training import config_from_recipe, fit
+
+    file = hub.hub_file("mobilenet_v3_small_100", "torchvision")
+    cache.mkdir(parents=True)
+    torch.save(torchvision.models.mobilenet_v3_small().state_dict(), cache / file.file_name)
+    settings = dict(task="detect", model="ssdlite_mobilenet_v3_small_100", weights="torchvision", epochs=1,
+                    batch_size=4, image_size=64, workers=0, demo_images={"train": 8, "val": 4, "size": 64})  # fmt: skip
+    result = fit(
+        config_from_recipe("finetune", data="demo", out=str(tmp_path / "run"), **settings), progress=False
+    )
+    model, _ = mobilenets.load(result.run / "best.safetensors")
+    assert model.num_classes == 7 and (model.preprocessing.resize, model.preprocessing.crop) == (64, 64)
+    assert model.preprocessing.mean == pytest.approx((0.485, 0.456, 0.406))

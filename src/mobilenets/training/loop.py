@@ -173,11 +173,14 @@ def _build_model(config: TrainConfig, num_classes: int, class_names: list[str]):
             memory_format=memory_format,
             bn_momentum=config.bn_momentum,
         )
-        # A detector sees the whole image, resized (boxes near the edges must stay in view)
-        resize = (
-            config.image_size if config.task == "detect" else int(round(config.image_size / config.eval_crop))
+        model.preprocessing = Preprocessing(
+            resize=int(round(config.image_size / config.eval_crop)), crop=config.image_size
         )
-        model.preprocessing = Preprocessing(resize=resize, crop=config.image_size)
+    if config.task == "detect":  # the whole image at the training size, normalised as the weights expect
+        kept = model.preprocessing or Preprocessing()
+        model.preprocessing = Preprocessing(
+            resize=config.image_size, crop=config.image_size, mean=kept.mean, std=kept.std
+        )
     model.class_names = list(class_names)
     if config.freeze_backbone:  # the classifier, or a segmentation model's heads, train alone
         trained = {

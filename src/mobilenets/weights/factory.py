@@ -14,6 +14,7 @@ from ..nn.network import FeatureExtractor, MobileNet
 from ..nn.registry import build_detection_model, build_model, build_segmentation_model, get_variant
 from ..nn.segmentation import LRASPP, DeepLabV3, is_segmentation_name, segmentation_backbone_name
 from .checkpoint import CheckpointError, load, read
+from .preprocessing import Preprocessing
 from .pretrained import PRETRAINED, load_pretrained
 
 
@@ -182,6 +183,9 @@ def _detection_with_weights(
             k: v for k, v in classifier.state_dict().items() if not k.startswith(("head.", "classifier."))
         }
         model.backbone.load_state_dict(state)  # strict: every backbone tensor comes from the weights
+        if classifier.preprocessing is not None:  # the weights' normalisation, at SSDLite's 320 x 320
+            pre = classifier.preprocessing
+            model.preprocessing = Preprocessing(resize=320, crop=320, mean=pre.mean, std=pre.std)
         return model
     if Path(str(weights)).suffix == ".safetensors" or Path(str(weights)).exists():
         _, metadata = read(weights)
