@@ -122,6 +122,18 @@ class DetectionValidator:
         return {"loss": self.loss_sum / self.images, "map": scores["map"], "map50": scores["map50"]}
 
 
+def require_pycocotools():
+    """pycocotools' COCO and COCOeval, or an ImportError naming the package to install."""
+    try:
+        from pycocotools.coco import COCO
+        from pycocotools.cocoeval import COCOeval
+    except ImportError:
+        raise ImportError(
+            "COCO mAP needs pycocotools: pip install pycocotools (or mobilenets[detection])"
+        ) from None
+    return COCO, COCOeval
+
+
 def coco_map(
     truths: list[torch.Tensor],
     detections: list[dict[str, torch.Tensor]],
@@ -132,11 +144,7 @@ def coco_map(
     """COCO's metrics from pycocotools: ``map`` (AP@[.5:.95]), ``map50``, ``map75``, ``map_small`` /
     ``medium`` / ``large`` and ``per_class`` AP@[.5:.95] and AP@.5 (None for a class with no ground truth).
     ``truths`` are (K, 5) label + box rows per image; ``sizes`` (height, width) per image."""
-    try:
-        from pycocotools.coco import COCO
-        from pycocotools.cocoeval import COCOeval
-    except ImportError:
-        raise ImportError("COCO mAP needs pycocotools: pip install pycocotools") from None
+    COCO, COCOeval = require_pycocotools()
     images, annotations, results = [], [], []
     for image_id, (rows, found) in enumerate(zip(truths, detections, strict=True), start=1):
         height, width = sizes[image_id - 1] if sizes else (0, 0)
@@ -235,6 +243,7 @@ class Detection:
 
     def attach(self, model: nn.Module, config: TrainConfig) -> None:
         """The default boxes of the model at the training size, for the loss and the validator."""
+        require_pycocotools()  # before the first epoch, not after it
         self._loss.set_anchors(model.default_boxes((config.image_size, config.image_size)))
         self._num_classes = model.num_classes
 
