@@ -63,6 +63,24 @@ def ratio_spread(ours: list[float], theirs: list[float]) -> str:
     return f"{q1:.2f}-{q3:.2f}"
 
 
+def ratio_row(runtime: str, times: dict[str, list[float]], theirs: str = "torchvision") -> str:
+    """A results-table row: medians of ours and theirs (ms), the paired ratio, its quartiles, the verdict
+    against the target ratio <= 1.0."""
+    ms_ours, ms_theirs = (statistics.median(times[k]) * 1e3 for k in ("ours", theirs))
+    ratio = paired_ratio(times["ours"], times[theirs])
+    verdict = "meets" if ratio <= 1.0 else "misses"
+    return (
+        f"| {runtime} | {ms_ours:.1f} | {ms_theirs:.1f} | {ratio:.3f} | "
+        f"{ratio_spread(times['ours'], times[theirs])} | {verdict} |"
+    )
+
+
+def onnxruntime_version() -> str:
+    import onnxruntime
+
+    return onnxruntime.__version__
+
+
 def write_results(name: str, title: str, body: str, info: dict[str, str]) -> Path:
     RESULTS.mkdir(exist_ok=True)
     path = RESULTS / f"{name}.md"

@@ -20,7 +20,6 @@ Target (issue 18): ours <= 1.0x torchvision's time. Writes benchmarks/results/de
 from __future__ import annotations
 
 import argparse
-import statistics
 import tempfile
 import warnings
 from pathlib import Path
@@ -33,7 +32,7 @@ from mobilenets import create_model
 from mobilenets.deploy.export import OnnxSession, export_onnx
 from mobilenets.deploy.onnx_nms import NmsSettings
 
-from common import interleaved, machine, paired_ratio, ratio_spread, write_results
+from common import interleaved, machine, onnxruntime_version, ratio_row, write_results
 
 RESOLUTION = 320
 
@@ -63,14 +62,14 @@ def main() -> None:
     rows = []
     with torch.inference_mode():
         times = interleaved({"ours": lambda: ours(normalised), "torchvision": network_theirs}, args.rounds, 3)
-        rows.append(_row("eager PyTorch, network", times))
+        rows.append(ratio_row("eager PyTorch, network", times))
         print(rows[-1], flush=True)
         times = interleaved(
             {"ours": lambda: ours.detect((image - 0.5) / 0.5), "torchvision": lambda: theirs([image[0]])},
             args.rounds,
             3,
         )
-        rows.append(_row("eager PyTorch, end to end", times))
+        rows.append(ratio_row("eager PyTorch, end to end", times))
         print(rows[-1], flush=True)
 
     ours_onnx = export_onnx(
@@ -95,7 +94,7 @@ def main() -> None:
         args.rounds,
         3,
     )
-    rows.append(_row("ONNX Runtime, end to end (NMS in the graph)", times))
+    rows.append(ratio_row("ONNX Runtime, end to end (NMS in the graph)", times))
     print(rows[-1], flush=True)
 
     body = "\n".join(
@@ -111,22 +110,8 @@ def main() -> None:
             *rows,
         ]
     )
-    info = machine() | {"onnxruntime": _ort_version()}
+    info = machine() | {"onnxruntime": onnxruntime_version()}
     print(write_results("detect", "SSDLite latency: mobilenets vs torchvision", body, info))
-
-
-def _row(runtime: str, times: dict[str, list[float]]) -> str:
-    ms_ours, ms_tv = (statistics.median(times[k]) * 1e3 for k in ("ours", "torchvision"))
-    ratio = paired_ratio(times["ours"], times["torchvision"])
-    spread = ratio_spread(times["ours"], times["torchvision"])
-    verdict = "meets" if ratio <= 1.0 else "misses"
-    return f"| {runtime} | {ms_ours:.1f} | {ms_tv:.1f} | {ratio:.3f} | {spread} | {verdict} |"
-
-
-def _ort_version() -> str:
-    import onnxruntime
-
-    return onnxruntime.__version__
 
 
 if __name__ == "__main__":

@@ -13,7 +13,6 @@ Target (issue 19): ours <= 1.0x torchvision's time in both. Writes benchmarks/re
 from __future__ import annotations
 
 import argparse
-import statistics
 import tempfile
 from pathlib import Path
 
@@ -24,7 +23,7 @@ import torchvision
 from mobilenets import create_model
 from mobilenets.deploy.export import OnnxSession, export_onnx
 
-from common import interleaved, machine, paired_ratio, ratio_spread, write_results
+from common import interleaved, machine, onnxruntime_version, ratio_row, write_results
 
 RESOLUTION = 520
 
@@ -71,7 +70,7 @@ def main() -> None:
     times = interleaved(
         {"ours": lambda: eager(ours, False), "torchvision": lambda: eager(theirs, True)}, args.rounds, 3
     )
-    rows.append(_row("eager PyTorch", times))
+    rows.append(ratio_row("eager PyTorch", times))
     print(rows[-1], flush=True)
 
     ours_onnx = export_onnx(ours, work / "ours.onnx", resolution=RESOLUTION).path
@@ -93,7 +92,7 @@ def main() -> None:
         args.rounds,
         3,
     )
-    rows.append(_row("ONNX Runtime", times))
+    rows.append(ratio_row("ONNX Runtime", times))
     print(rows[-1], flush=True)
 
     body = "\n".join(
@@ -108,22 +107,8 @@ def main() -> None:
             *rows,
         ]
     )
-    info = machine() | {"onnxruntime": _ort_version()}
+    info = machine() | {"onnxruntime": onnxruntime_version()}
     print(write_results("segment", "LR-ASPP latency: mobilenets vs torchvision", body, info))
-
-
-def _row(runtime: str, times: dict[str, list[float]]) -> str:
-    ms_ours, ms_tv = (statistics.median(times[k]) * 1e3 for k in ("ours", "torchvision"))
-    ratio = paired_ratio(times["ours"], times["torchvision"])
-    spread = ratio_spread(times["ours"], times["torchvision"])
-    verdict = "meets" if ratio <= 1.0 else "misses"
-    return f"| {runtime} | {ms_ours:.1f} | {ms_tv:.1f} | {ratio:.3f} | {spread} | {verdict} |"
-
-
-def _ort_version() -> str:
-    import onnxruntime
-
-    return onnxruntime.__version__
 
 
 if __name__ == "__main__":

@@ -110,6 +110,28 @@ def _draw(draw: ImageDraw.ImageDraw, kind: str, cx: float, cy: float, r: float, 
         draw.polygon(_polygon(kind, cx, cy, r, angle), fill=fill)
 
 
+def _placed_shapes(rng: np.random.Generator, background, big: int, count: int, radius, gap):
+    """Up to ``count`` shapes as (label, cx, cy, r, angle, colour): radius ``radius`` (fractions of the
+    image) times ``big``, each centre at least r + q + ``gap(r, q)`` from every earlier shape's (radius q),
+    in a colour that stands out from ``background``. A shape with no free place in 30 tries is left out."""
+    placed: list[tuple[float, float, float]] = []
+    for _ in range(count):
+        label = int(rng.integers(0, len(CLASSES)))
+        for _ in range(30):
+            r = rng.uniform(*radius) * big
+            cx, cy, angle = rng.uniform(r, big - r), rng.uniform(r, big - r), rng.uniform(0, 2 * math.pi)
+            if all(math.hypot(cx - x, cy - y) > r + q + gap(r, q) for x, y, q in placed):
+                break
+        else:
+            continue
+        placed.append((cx, cy, r))
+        for _ in range(20):
+            colour = rng.integers(0, 256, 3)
+            if np.abs(colour - background).sum() > 180:
+                break
+        yield label, cx, cy, r, angle, tuple(int(c) for c in colour)
+
+
 SEGMENTATION_CLASSES = ("background", *CLASSES)
 SCENES_VERSION = 2  # bump when render_scene draws differently
 
@@ -128,22 +150,9 @@ def render_scene(rng: np.random.Generator, size: int = 128) -> tuple[Image.Image
     mask = Image.new("L", (big, big), 0)
     draw, mask_draw = ImageDraw.Draw(image), ImageDraw.Draw(mask)
     background = np.asarray(image, dtype=np.float32).mean((0, 1))
-    placed: list[tuple[float, float, float]] = []
-    for _ in range(int(rng.integers(1, 3))):
-        label = int(rng.integers(0, len(CLASSES)))
-        for _ in range(30):  # a place clear of the shapes already drawn
-            r = rng.uniform(0.2, 0.32) * big
-            cx, cy, angle = rng.uniform(r, big - r), rng.uniform(r, big - r), rng.uniform(0, 2 * math.pi)
-            if all(math.hypot(cx - x, cy - y) > r + q + 2 for x, y, q in placed):
-                break
-        else:
-            continue
-        placed.append((cx, cy, r))
-        for _ in range(20):
-            colour = rng.integers(0, 256, 3)
-            if np.abs(colour - background).sum() > 180:
-                break
-        _draw(draw, CLASSES[label], cx, cy, r, angle, tuple(int(c) for c in colour))
+    shapes = _placed_shapes(rng, background, big, int(rng.integers(1, 3)), (0.2, 0.32), lambda r, q: 2.0)
+    for label, cx, cy, r, angle, colour in shapes:
+        _draw(draw, CLASSES[label], cx, cy, r, angle, colour)
         _draw(mask_draw, CLASSES[label], cx, cy, r, angle, label + 1)
     image = image.resize((size, size), Image.BILINEAR, reducing_gap=2.0)
     noisy = np.asarray(image, dtype=np.float32) + rng.normal(0, rng.uniform(0, 8), (size, size, 3))
@@ -235,23 +244,12 @@ def render_detection_scene(
     image = _texture(rng, size).resize((big, big), Image.BILINEAR)
     draw = ImageDraw.Draw(image)
     background = np.asarray(image, dtype=np.float32).mean((0, 1))
-    placed: list[tuple[float, float, float]] = []
     boxes, labels = [], []
-    for _ in range(int(rng.integers(1, 4))):
-        label = int(rng.integers(0, len(CLASSES)))
-        for _ in range(30):
-            r = rng.uniform(0.15, 0.3) * big
-            cx, cy, angle = rng.uniform(r, big - r), rng.uniform(r, big - r), rng.uniform(0, 2 * math.pi)
-            if all(math.hypot(cx - x, cy - y) > r + q - min(r, q) / 3 for x, y, q in placed):
-                break
-        else:
-            continue
-        placed.append((cx, cy, r))
-        for _ in range(20):
-            colour = rng.integers(0, 256, 3)
-            if np.abs(colour - background).sum() > 180:
-                break
-        _draw(draw, CLASSES[label], cx, cy, r, angle, tuple(int(c) for c in colour))
+    overlap = lambda r, q: -min(r, q) / 3  # noqa: E731 (up to a third of the smaller radius)
+    for label, cx, cy, r, angle, colour in _placed_shapes(
+        rng, background, big, int(rng.integers(1, 4)), (0.15, 0.3), overlap
+    ):
+        _draw(draw, CLASSES[label], cx, cy, r, angle, colour)
         # a rotated cross reaches 1.05 r from its centre: the box is clipped to the image as the shape is
         boxes.append(
             [round(min(max(v / 2, 0.0), size), 2) for v in _extent(CLASSES[label], cx, cy, r, angle)]

@@ -4,7 +4,6 @@ precision-recall curves; predictions as COCO-results JSON and images with their 
 from __future__ import annotations
 
 import json
-from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +16,7 @@ from ..data.detection import DetectionDataset, collate_detection, detection_tran
 from ..data.folders import BadFile, BadFileLog, BadImage, list_images, load_image
 from ..weights.checkpoint import atomic_write
 from .detection import coco_map
+from .run_folder import check_prediction_outputs
 
 EVAL_THRESHOLDS = dict(score_threshold=0.001, max_detections=100)  # COCO's protocol: 100 per image
 
@@ -195,14 +195,7 @@ def predict_boxes(
             out / "detections.json",
             out / "images.json",
         ]
-        existing = [p for p in planned if p.exists()]
-        if existing:
-            raise FileExistsError(f"{existing[0]} exists: predict writes into a new or empty --out folder")
-        repeated = sorted(stem for stem, n in Counter(Path(p).stem for p in paths).items() if n > 1)
-        if repeated:
-            raise ValueError(
-                f"{target} holds several images named {repeated[0]}.*; their drawings would share one file"
-            )
+        check_prediction_outputs(planned, paths, target, "drawings")
         out.mkdir(parents=True, exist_ok=True)
     size = model.preprocessing.crop
     transform = detection_transform(size, model.preprocessing, train=False)

@@ -4,7 +4,6 @@ confusion matrix; predicted masks written as index PNGs (palette) and colour ove
 from __future__ import annotations
 
 import os
-from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +16,7 @@ from ..data.folders import BadFile, BadFileLog, BadImage, collate_skip_bad, list
 from ..data.segmentation import JointTransform, MaskDataset, scan_masks
 from .loop import batch_predictions
 from .plots import write_evaluation
+from .run_folder import check_prediction_outputs
 from .task import SegmentationValidator
 
 
@@ -120,14 +120,7 @@ def predict_masks(model, device, target, out: str | os.PathLike) -> Iterator[Mas
     targets = [(out / f"{Path(p).stem}.png", out / f"{Path(p).stem}_overlay.png") for p in paths]
     # Everything is checked before the first file is written: nothing there is replaced, and two images
     # with one stem (in different sub-folders) would write the same mask.
-    existing = [p for pair in targets for p in pair if p.exists()]
-    if existing:
-        raise FileExistsError(f"{existing[0]} exists: predict writes into a new or empty --out folder")
-    repeated = sorted(stem for stem, n in Counter(Path(p).stem for p in paths).items() if n > 1)
-    if repeated:
-        raise ValueError(
-            f"{target} holds several images named {repeated[0]}.*; their masks would share one file"
-        )
+    check_prediction_outputs([p for pair in targets for p in pair], paths, target, "masks")
     out.mkdir(parents=True, exist_ok=True)
     names = model.class_names or [str(i) for i in range(model.num_classes)]
     colours = palette(256)

@@ -163,3 +163,18 @@ def load_config(run: str | os.PathLike) -> TrainConfig:
         return TrainConfig(**{**recorded, "out": str(run)})
     except (ValueError, TypeError) as error:
         raise ValueError(f"{path} is not a readable run config: {error}") from None
+
+
+def check_prediction_outputs(planned: list[Path], images: list[str], target, what: str) -> None:
+    """Before predict writes anything: none of ``planned`` exists (nothing of the user's is replaced), and
+    no two of ``images`` share a stem (their ``what`` would share one file)."""
+    from collections import Counter
+
+    existing = [p for p in planned if p.exists()]
+    if existing:
+        raise FileExistsError(f"{existing[0]} exists: predict writes into a new or empty --out folder")
+    repeated = sorted(stem for stem, n in Counter(Path(p).stem for p in images).items() if n > 1)
+    if repeated:
+        raise ValueError(
+            f"{target} holds several images named {repeated[0]}.*; their {what} would share one file"
+        )
