@@ -16,7 +16,7 @@ demo: $(STAMP)
 	$(BIN)/mobilenets demo --out runs/demo
 
 test: $(STAMP)
-	KERAS_BACKEND=torch $(BIN)/python -m pytest -q
+	KERAS_BACKEND=torch $(BIN)/python -m pytest -q --durations=20
 	$(BIN)/ruff check src tests benchmarks
 
 bench: $(STAMP)
