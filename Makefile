@@ -23,6 +23,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/eager.py
 	$(BIN)/python benchmarks/train.py
 	$(BIN)/python benchmarks/segment.py
+	$(BIN)/python benchmarks/detect.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks
