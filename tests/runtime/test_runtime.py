@@ -772,6 +772,27 @@ def test_ssdlite_exports_with_nms_in_the_graph_and_the_runner_keeps_the_same_box
         assert sorted(float(scores[image, i, c]) for c, i in rows) == pytest.approx(
             sorted(s for _, s in expected), abs=1e-5
         )
+    # `mobilenets run` (NumPy only) prints the kept boxes above the threshold in the image's pixels
+    from mobilenets.cli import main
+    from mobilenets.runtime.image import preprocess
+
+    pixels = (np.kron(np.random.default_rng(4).random((8, 16, 3)), np.ones((16, 16, 1))) * 255).astype(
+        np.uint8
+    )
+    image = tmp_path / "scene.ppm"
+    image.write_bytes(b"P6 256 128 255\n" + pixels.tobytes())  # twice as wide as the model's input
+    runner = OnnxModel(report.path)
+    boxes, scores, selected = runner.run(preprocess(pixels, runner.preprocessing, 128, whole=True))
+    expected = sorted(
+        ((float(scores[0, i, c]), c, boxes[0, i] * [2, 1, 2, 1]) for _, c, i in selected.tolist()),
+        key=lambda f: -f[0],
+    )
+    expected = [f for f in expected if f[0] > 0.3]
+    assert main(["run", str(report.path), str(image), "--score-threshold", "0.3"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == len(expected) > 0
+    score, label, box = expected[0]
+    assert lines[0] == f"{score:7.2%}  {label}  [{', '.join(f'{v:.1f}' for v in box)}]"
     with pytest.raises(ValueError, match=r"NMS IoU threshold must be in \[0, 1\], got 1.5"):
         NmsSettings(iou_threshold=1.5)
     classifier = mobilenets.create_model("mobilenet_v3_small_050")

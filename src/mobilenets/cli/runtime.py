@@ -15,11 +15,13 @@ def cmd_run(args: argparse.Namespace) -> int:
     from ..runtime.image import preprocess, read_image
 
     model = OnnxModel(args.model)
+    if model.outputs[:2] == ["boxes", "scores"]:  # an exported SSDLite
+        return _print_detections(model, args)
     x = preprocess(read_image(args.image), model.preprocessing, model.resolution)
     logits = model(x)[0].astype(np.float64)
     if logits.ndim != 1:
         raise ValueError(
-            f"{args.model} outputs a {logits.shape} array per image (a segmentation or detection model?); "
+            f"{args.model} outputs a {logits.shape} array per image (a segmentation model?); "
             "`mobilenets run` prints the classes of a classifier; read all outputs with "
             "mobilenets.runtime.OnnxModel(path).run(x)"
         )
@@ -31,13 +33,52 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _print_detections(model, args: argparse.Namespace) -> int:
+    """A detector's boxes above --score-threshold in the image's pixels, best first: from the graph's own
+    NonMaxSuppression (``export --nms``), else from the runner's NonMaxSuppression op (IoU 0.55)."""
+    import numpy as np
+
+    from ..runtime.image import preprocess, read_image
+    from ..runtime.ops import NonMaxSuppression
+
+    pixels = read_image(args.image)
+    size = model.resolution
+    x = preprocess(pixels, model.preprocessing, size, whole=True)
+    outputs = model.run(x)
+    boxes, scores = outputs[0][0], outputs[1][0]
+    if len(outputs) > 2:
+        selected = outputs[2]
+    else:  # background left out, as export --nms leaves it out
+        selected = NonMaxSuppression(
+            outputs[0],
+            outputs[1][:, :, 1:].transpose(0, 2, 1),
+            np.array([100]),
+            np.array([0.55]),
+            np.array([0.0]),
+        ) + np.array([0, 1, 0])
+    names = model.class_names or [str(i) for i in range(scores.shape[1])]
+    height, width = pixels.shape[:2]
+    scale = np.array([width / size, height / size, width / size, height / size])
+    found = [(float(scores[i, c]), int(c), boxes[i] * scale) for _, c, i in selected.tolist()]
+    found = sorted((f for f in found if f[0] > args.score_threshold), key=lambda f: -f[0])
+    for score, label, box in found:
+        print(f"{score:7.2%}  {names[label]}  [{', '.join(f'{v:.1f}' for v in box)}]")
+    if not found:
+        print(f"no detection above {args.score_threshold}")
+    return 0
+
+
 def add_run(commands) -> None:
     run = commands.add_parser(
-        "run", help="classify an image with an ONNX model, NumPy only (no torch, no onnxruntime)"
+        "run",
+        help="classify an image (or find its objects, for a detector) with an ONNX model, NumPy only (no torch, no onnxruntime)",
     )
     run.add_argument("model", metavar="MODEL.onnx")
     run.add_argument("image", metavar="IMAGE", help="PPM/PGM natively; other formats need Pillow")
     run.add_argument("--top-k", type=positive_int, default=5)
+    run.add_argument(
+        "--score-threshold", type=float, default=0.3, help="detectors: the lowest score printed (default 0.3)"
+    )
     run.set_defaults(func=cmd_run)
 
 

@@ -106,16 +106,20 @@ def _resize_axis(array: np.ndarray, size: int, axis: int) -> np.ndarray:
     return np.moveaxis(out, 0, axis)
 
 
-def preprocess(pixels: np.ndarray, preprocessing: dict, size: int) -> np.ndarray:
-    """(H, W, 3) uint8 -> (1, 3, size, size) float32, as the metadata says."""
-    ratio = preprocessing["crop"] / preprocessing["resize"]
-    resize = int(round(size / ratio))
+def preprocess(pixels: np.ndarray, preprocessing: dict, size: int, whole: bool = False) -> np.ndarray:
+    """(H, W, 3) uint8 -> (1, 3, size, size) float32, as the metadata says: the shorter side resized and
+    the centre cropped, or with ``whole`` (a detector) the whole image resized to size x size."""
     height, width = pixels.shape[:2]
-    scale = resize / min(height, width)
-    new_h, new_w = max(size, round(height * scale)), max(size, round(width * scale))
-    image = _resize_axis(_resize_axis(pixels.astype(np.float32), new_h, 0), new_w, 1)
-    top, left = (new_h - size) // 2, (new_w - size) // 2
-    image = image[top : top + size, left : left + size] / 255.0
+    if whole:
+        image = _resize_axis(_resize_axis(pixels.astype(np.float32), size, 0), size, 1) / 255.0
+    else:
+        ratio = preprocessing["crop"] / preprocessing["resize"]
+        resize = int(round(size / ratio))
+        scale = resize / min(height, width)
+        new_h, new_w = max(size, round(height * scale)), max(size, round(width * scale))
+        image = _resize_axis(_resize_axis(pixels.astype(np.float32), new_h, 0), new_w, 1)
+        top, left = (new_h - size) // 2, (new_w - size) // 2
+        image = image[top : top + size, left : left + size] / 255.0
     image = (image - np.asarray(preprocessing["mean"], np.float32)) / np.asarray(
         preprocessing["std"], np.float32
     )
