@@ -89,10 +89,12 @@ def test_hostile_coco_files_are_refused_or_skipped(tmp_path):
         {"id": 3, "file_name": str(outside)},  # an absolute path
         {"id": "4", "file_name": "ok.jpg"},  # not an integer id
         {"id": 5, "file_name": "ok2.jpg"},
+        {"id": 6, "file_name": "ok2.jpg", "width": float("inf"), "height": 10},  # JSON's Infinity
     ]
     annotations = [
         _ann(1, 1, 3, [1, 1, "5", 5]),  # a string in the box
         _ann(2, 1, 3, [1, 1, float("nan"), 5]),
+        _ann(5, 1, 3, [1, 1, float("inf"), 5]),
         _ann(3, 1, 3, [1, 1, 5]),
         _ann(4, 1, 3, [1, 1, 5, 5]),
     ]
@@ -107,6 +109,8 @@ def test_hostile_coco_files_are_refused_or_skipped(tmp_path):
     assert "an image entry without an integer id" in reasons
     assert "bbox value is not a number ('5')" in reasons
     assert "bbox value is not a number (nan)" in reasons
+    assert "bbox value is not a number (inf)" in reasons
+    assert "width is not a number (inf)" in reasons
     assert "bbox must be [x, y, width, height]" in reasons
     (tmp_path / "annotations.json").write_text("[1, 2")
     with pytest.raises(ValueError, match=r"annotations.json is not JSON"):
@@ -165,6 +169,9 @@ def test_voc_folders_with_their_class_names_lists_and_bad_files(tmp_path):
     split = scan_detection(tmp_path)
     assert split.classes == ["background", "widget", "dog"]
     assert "unknown class 'horse'" in "\n".join(p.reason for p in split.problems)
+    (tmp_path / "classes.txt").write_text("widget\n" * 20_000)  # 140 KiB: not a list of names
+    with pytest.raises(ValueError, match=r"classes.txt is over 64 KiB: not a list of class names"):
+        scan_detection(tmp_path)
 
 
 def test_voc_xml_bombs_and_external_entities_are_refused(tmp_path):
@@ -187,6 +194,8 @@ def test_voc_xml_bombs_and_external_entities_are_refused(tmp_path):
     (notes / "c.xml").write_text(_voc_xml("../../etc/passwd", []))
     (notes / "d.xml").write_text(_voc_xml("d.jpg", [("dog", (1, 1, 5, 5), 0)]))
     (notes / "f.xml").write_text(_voc_xml("f.jpg", []))
+    (notes / "g.xml").write_text(_voc_xml("f.jpg", [], size=("inf", 60)))
+    (notes / "h.xml").write_text(_voc_xml("f.jpg", [("dog", (1, 1, "inf", 5), 0)]))
     (notes / "e.xml").write_bytes(b"<a>" + b" " * (1 << 20) + b"</a>")
     split = scan_detection(tmp_path)
     records = {r.path.rsplit("/", 1)[1]: r for r in split.train + split.val}
@@ -198,6 +207,8 @@ def test_voc_xml_bombs_and_external_entities_are_refused(tmp_path):
     assert f"{notes / 'b.xml'}: not valid XML (undefined entity" in reasons
     assert "'../../etc/passwd' points outside" in reasons
     assert f"{notes / 'e.xml'}: over 1024 KiB" in reasons
+    assert f"{notes / 'g.xml'}: bad object in the annotation (width is not a number (inf))" in reasons
+    assert f"{notes / 'h.xml'}: box [1, 1, inf, 5] is not finite" in reasons
 
 
 def test_layouts_and_what_is_not_a_detection_folder(tmp_path):

@@ -18,8 +18,8 @@ trained on, as torchvision's detection references do.
 from __future__ import annotations
 
 import json
+import math
 import os
-import random
 import xml.etree.ElementTree as ElementTree
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,7 +30,7 @@ from torchvision.transforms import v2
 
 from ..weights.preprocessing import Preprocessing
 from .folders import BadFile, BadImage, load_image
-from .segmentation import IMAGE_SUFFIXES, VOC_CLASSES, _bad
+from .segmentation import IMAGE_SUFFIXES, MAX_CLASSES_BYTES, VOC_CLASSES, _bad, _seeded_split
 
 MAX_ANNOTATION_BYTES = 2 << 30  # COCO's train2017 instances file is 448 MB; a bigger "JSON" is not one
 MAX_XML_BYTES = 1 << 20  # one VOC file describes one image: a few KiB
@@ -103,15 +103,9 @@ def _same_classes(train: list[str], val: list[str], root: Path) -> None:
         raise ValueError(f"{root}: train and val annotations name different categories ({train} vs {val})")
 
 
-def _seeded_split(records: list[Annotated], val_fraction: float, seed: int):
-    order = list(range(len(records)))
-    random.Random(seed).shuffle(order)
-    count = max(1, round(len(records) * val_fraction))
-    return [records[i] for i in sorted(order[count:])], [records[i] for i in sorted(order[:count])]
-
-
 def _number(value, what: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float) or value != value:
+    """A finite number from a JSON value (NaN and infinity are refused: int(inf) would raise elsewhere)."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
         raise ValueError(f"{what} is not a number ({value!r})")
     return float(value)
 
@@ -119,6 +113,8 @@ def _number(value, what: str) -> float:
 def check_box(box: list[float], width: int, height: int) -> list[float]:
     """The box clipped by at most EDGE_TOLERANCE to the image, or ValueError saying what is wrong."""
     x1, y1, x2, y2 = box
+    if not all(math.isfinite(v) for v in box):
+        raise ValueError(f"box {_short(box)} is not finite")
     if not (x2 > x1 and y2 > y1):
         raise ValueError(f"box {_short(box)} has zero or negative size")
     if width and height:
@@ -222,9 +218,9 @@ def read_voc(root: Path, val_fraction: float, seed: int, problems: list[BadFile]
             problems.append(BadFile(str(xml_path), f"{xml_path}: {error}"))
     listed = root / "classes.txt"
     if listed.is_file():
-        names = [
-            line.strip() for line in listed.read_text(encoding="utf-8").splitlines()[:1000] if line.strip()
-        ]
+        if listed.stat().st_size > MAX_CLASSES_BYTES:
+            raise ValueError(f"{listed} is over {MAX_CLASSES_BYTES >> 10} KiB: not a list of class names")
+        names = [line.strip() for line in listed.read_text(encoding="utf-8").splitlines() if line.strip()]
     else:
         found = sorted({name for *_, objects in parsed for name, _, _ in objects})
         names = list(VOC_CLASSES[1:]) if set(found) <= set(VOC_CLASSES[1:]) else found
@@ -278,8 +274,7 @@ def _read_voc_xml(xml_path: Path, images: Path):
     if len(found) > MAX_BOXES:
         raise ValueError(f"{len(found)} objects: more than {MAX_BOXES} in one image")
     try:
-        width = int(float(tree.findtext("size/width") or 0))
-        height = int(float(tree.findtext("size/height") or 0))
+        width, height = (int(_number(float(tree.findtext(f"size/{k}") or 0), k)) for k in ("width", "height"))
         objects = []
         for obj in found:
             box = obj.find("bndbox")
