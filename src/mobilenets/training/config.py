@@ -12,11 +12,8 @@ TASK_NAMES = ("classify", "segment", "detect")
 OPTIMIZERS = ("rmsprop", "adamw", "sgd")
 SCHEDULES = ("cosine", "step")
 AMP_MODES = ("auto", "off", "bf16", "fp16")
-BOX_AUGMENTS = (
-    "ssdlite",
-    "ssd",
-    "flip",
-)  # mobilenets.data.detection.BOX_AUGMENTS (not imported: torchvision v2)
+# mobilenets.data.detection.BOX_AUGMENTS, spelled again here: importing it would load torchvision's v2
+BOX_AUGMENTS = ("ssdlite", "ssd", "flip")
 
 
 @dataclass
@@ -28,10 +25,9 @@ class TrainConfig:
     model: str = "mobilenet_v3_small_100"
     weights: str | None = None  # "torchvision" / "keras" / "timm" / a checkpoint; None = from scratch
     recipe: str = "finetune"  # the preset the fields below were filled from
-    task: str = (
-        "classify"  # "classify" (class folders), "segment" (image + mask folders; lraspp_ / deeplabv3_
-    )
-    # models) or "detect" (COCO-format or VOC folders; ssdlite_ models)
+    # "classify" (class folders), "segment" (image + mask folders; lraspp_ / deeplabv3_ models) or "detect"
+    # (COCO-format or VOC folders; ssdlite_ models)
+    task: str = "classify"
     epochs: int = 10
     batch_size: int = 64  # global batch (split across DDP processes)
     image_size: int = 224  # training crop; evaluation resizes to image_size / crop ratio and centre-crops
@@ -59,9 +55,8 @@ class TrainConfig:
     )
     augment: str = "none"  # "none", "trivialaugment", "randaugment"
     random_erasing: float = 0.0  # probability
-    box_augment: str = (
-        "ssdlite"  # detection: "ssdlite" (IoU crop + flip), "ssd" (+ photometric, zoom out), "flip"
-    )
+    # detection: "ssdlite" (IoU crop + flip), "ssd" (+ photometric, zoom out) or "flip"
+    box_augment: str = "ssdlite"
     val_fraction: float = 0.2  # used when the folder has no train/ and val/
     seed: int = 0
     workers: int = 2

@@ -76,7 +76,9 @@ class SSDLoss(nn.Module):
 
     def forward(self, outputs: tuple[torch.Tensor, torch.Tensor], targets: torch.Tensor) -> torch.Tensor:
         logits, regression = outputs
-        anchors = self.anchors.to(regression.device)
+        if self.anchors.device != regression.device:  # moved once, not copied every step
+            self.anchors = self.anchors.to(regression.device)
+        anchors = self.anchors
         with torch.no_grad():
             labels, boxes = match(anchors, targets.to(regression.device).float())
             offsets = encode(boxes, anchors.expand_as(boxes))
@@ -110,9 +112,8 @@ class DetectionValidator:
         logits, regression = outputs
         self.loss_sum += float(self.loss(outputs, targets)) * len(targets)
         self.images += len(targets)
-        self.detections += postprocess(
-            logits, regression, self.loss.anchors, self.image_size, **VALIDATION_THRESHOLDS
-        )
+        anchors = self.loss.anchors.to(logits.device)
+        self.detections += postprocess(logits, regression, anchors, self.image_size, **VALIDATION_THRESHOLDS)
         self.truths += [rows[rows[:, 0] >= 0] for rows in targets]
 
     def result(self) -> dict[str, float]:

@@ -16,7 +16,7 @@ from ..data.detection import DetectionDataset, collate_detection, detection_tran
 from ..data.folders import BadFile, BadFileLog, BadImage, list_images, load_image
 from ..weights.checkpoint import atomic_write
 from .detection import coco_map
-from .run_folder import check_prediction_outputs
+from .run_folder import check_prediction_outputs, labelled_folder
 
 EVAL_THRESHOLDS = dict(score_threshold=0.001, max_detections=100)  # COCO's protocol: 100 per image
 
@@ -38,12 +38,6 @@ class BoxEvaluation:
         return dict(vars(self))
 
 
-def _detection_folder(data, run_hint: Path | None) -> Path:
-    if str(data) == "demo" and run_hint is not None:
-        return run_hint / "demo-data"
-    return Path(data)
-
-
 def _rescale(boxes: torch.Tensor, size: int, width: int, height: int) -> torch.Tensor:
     """Boxes from the model's ``size`` x ``size`` input back to the image's pixels."""
     return boxes * torch.tensor([width / size, height / size, width / size, height / size])
@@ -56,7 +50,7 @@ def evaluate_boxes(
     """COCO mAP of ``model`` on the validation images of ``data`` (a detection folder, or "demo" for a
     demo run's data), boxes compared in each image's own pixels (the size ranges of AP small / medium /
     large depend on them). Writes evaluation.json and pr_curves.png into ``out``."""
-    split = scan_detection(_detection_folder(data, source if source.is_dir() else None))
+    split = scan_detection(labelled_folder(data, source))
     bad = BadFileLog()
     bad.add(split.problems)
     classes = model.class_names or split.classes
@@ -81,8 +75,10 @@ def evaluate_boxes(
         )
         for index, result in zip(indices.tolist(), found, strict=True):
             record = split.val[index]
-            with Image.open(record.path) as image:  # the header only: the size
-                width, height = image.size
+            width, height = record.width, record.height  # declared, and checked against the image
+            if not (width and height):
+                with Image.open(record.path) as image:  # the header only: the size
+                    width, height = image.size
             rows = torch.cat(
                 [
                     torch.tensor(record.labels, dtype=torch.float32)[:, None],

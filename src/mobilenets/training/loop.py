@@ -141,12 +141,10 @@ def _resolve_data(config: TrainConfig) -> Path:
         from ..data.demo import write_dataset, write_detection_dataset, write_segmentation_dataset
 
         root = Path(config.out) / "demo-data"
-        if config.task == "detect":
+        scenes = {"detect": write_detection_dataset, "segment": write_segmentation_dataset}.get(config.task)
+        if scenes is not None:  # demo_images holds train / val counts for them (per class for classify)
             sizes = config.demo_images if "train" in config.demo_images else {}
-            return write_detection_dataset(root, **sizes, seed=config.seed)
-        if config.task == "segment":
-            sizes = config.demo_images if "train" in config.demo_images else {}
-            return write_segmentation_dataset(root, **sizes, seed=config.seed)
+            return scenes(root, **sizes, seed=config.seed)
         return write_dataset(root, **config.demo_images, seed=config.seed)
     return Path(config.data)
 

@@ -16,7 +16,7 @@ from ..data.folders import BadFile, BadFileLog, BadImage, collate_skip_bad, list
 from ..data.segmentation import JointTransform, MaskDataset, scan_masks
 from .loop import batch_predictions
 from .plots import write_evaluation
-from .run_folder import check_prediction_outputs
+from .run_folder import check_prediction_outputs, labelled_folder
 from .task import SegmentationValidator
 
 
@@ -34,19 +34,13 @@ class MaskEvaluation:
         return dict(vars(self))
 
 
-def _mask_folder(data: str | os.PathLike, run_hint: Path | None) -> Path:
-    if str(data) == "demo" and run_hint is not None:
-        return run_hint / "demo-data"
-    return Path(data)
-
-
 @torch.no_grad()
 def evaluate_masks(
     model, device, source: Path, data, out=None, batch_size: int = 16, workers: int = 2
 ) -> MaskEvaluation:
     """The validation pairs of ``data`` (all pairs but the training split's when it has no val/), at the
     size the model was trained at; the confusion matrix accumulates batch by batch."""
-    split = scan_masks(_mask_folder(data, source if source.is_dir() else None))
+    split = scan_masks(labelled_folder(data, source))
     classes = model.class_names or split.classes
     if len(classes) != model.num_classes:
         raise ValueError(f"{data} has {len(split.classes)} classes; the model has {model.num_classes}")

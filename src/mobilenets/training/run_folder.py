@@ -165,6 +165,13 @@ def load_config(run: str | os.PathLike) -> TrainConfig:
         raise ValueError(f"{path} is not a readable run config: {error}") from None
 
 
+def labelled_folder(data: str | os.PathLike, source: Path) -> Path:
+    """The folder ``evaluate`` reads: ``data``, or for "demo" the demo data of the run ``source``."""
+    if str(data) == "demo" and source.is_dir():
+        return source / "demo-data"
+    return Path(data)
+
+
 def check_prediction_outputs(planned: list[Path], images: list[str], target, what: str) -> None:
     """Before predict writes anything: none of ``planned`` exists (nothing of the user's is replaced), and
     no two of ``images`` share a stem (their ``what`` would share one file)."""

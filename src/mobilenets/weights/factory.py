@@ -56,7 +56,8 @@ def create_model(
     head). ``num_classes`` defaults to 21 there; ``segmentation_channels`` is the head's width (LR-ASPP's
     F=128, DeepLabv3's 256 by default); ``pool_kernel`` / ``pool_stride`` give LR-ASPP V3 Figure 10's
     regional pooling (49x49 at (16, 20)) instead of global pooling. ``"ssdlite_<variant>"`` is SSDLite
-    (V2 Section 6.2, V3 Section 6.3; raw head outputs for now, 91 classes by default);
+    (V2 Section 6.2, V3 Section 6.3; ``forward`` gives the raw head outputs, ``detect`` the boxes; 91
+    classes by default); with ``weights`` ImageNet weights go into its backbone, or a detection checkpoint loads;
     ``first_map_boxes=3`` is TF's box layout that the papers' Table 6 counts.
 
     ``weights``: "torchvision" or "keras" (ImageNet weights through the torch.hub cache, see
@@ -157,26 +158,26 @@ def _detection_with_weights(
     weights without its head, as torchvision's ``weights_backbone``; the extra layers and heads stay
     freshly initialised), or a detection checkpoint (``reset_classifier`` for other classes)."""
     if weights in PRETRAINED:
-        if options["reduced_tail"]:
-            raise ValueError(
-                f"{weights} ImageNet weights have the full last stage; reduced_tail=True has none (train it "
-                "from scratch, or drop reduced_tail)"
-            )
-        if options["in_chans"] != 3:
-            raise ValueError(
-                f"{weights} ImageNet weights are for 3-channel RGB input, not in_chans={options['in_chans']}"
-            )
-        backbone_name = segmentation_backbone_name(name.removeprefix(DETECTION_PREFIX))
-        extra = {"bn_momentum": options["bn_momentum"]} if options["bn_momentum"] is not None else {}
-        classifier = load_pretrained(backbone_name, weights, memory_format=options["memory_format"], **extra)
-        config = classifier.config
+        # The classifier with those weights, through the same checks as create_model(weights=...)
+        classifier = _with_weights(
+            segmentation_backbone_name(name.removeprefix(DETECTION_PREFIX)),
+            weights,
+            num_classes=1000,
+            reset_classifier=True,  # its head is dropped below
+            options={
+                "in_chans": options["in_chans"],
+                "memory_format": options["memory_format"],
+                **({"reduced_tail": True} if options["reduced_tail"] else {}),
+                **({"bn_momentum": options["bn_momentum"]} if options["bn_momentum"] is not None else {}),
+            },
+        )
         model = build_detection_model(
             name,
             num_classes=91 if num_classes is None else num_classes,
             first_map_boxes=options["first_map_boxes"],
             bn_eps=classifier.bn_eps,
             bn_momentum=classifier.bn_momentum,
-            padding=config.get("padding", "symmetric"),
+            padding=classifier.padding,
             memory_format=options["memory_format"],
         )
         state = {
