@@ -11,7 +11,7 @@ import os
 import random
 import warnings
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -92,6 +92,7 @@ class Split:
     train: list[tuple[str, int]]
     val: list[tuple[str, int]]
     source: str  # "folders" (train/ and val/ present) or "split" (seeded stratified split)
+    problems: list[BadFile] = field(default_factory=list)  # what the scan skipped (none for folders)
 
 
 def class_folders(root: Path) -> list[str]:

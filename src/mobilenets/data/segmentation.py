@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import os
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -42,6 +42,7 @@ class MaskSplit:
     train: list[tuple[str, str]]
     val: list[tuple[str, str]]
     source: str  # "folders", "voc" or "split"
+    problems: list[BadFile] = field(default_factory=list)  # what the scan skipped (bad pairs show later)
 
 
 def _pairs(images: Path, masks: Path, stems: list[str] | None = None) -> list[tuple[str, str]]:

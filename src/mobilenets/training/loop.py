@@ -288,7 +288,7 @@ def _start(config: TrainConfig, task: Task, resume: bool, overwrite: bool, progr
         ema,
     )
     if world.main:
-        run.bad.add(getattr(split, "problems", []))  # annotations the reader skipped (detection)
+        run.bad.add(split.problems)  # what the scan skipped (a detection set's bad annotations)
     if resume and files.last.exists():
         _restore(run)
     if world.main:
