@@ -42,22 +42,47 @@ def variant_onnx(tmp_path_factory):
     return get
 
 
-# System tools the C tests need, and the Debian package that provides each.
+# System tools the C tests need, and the Debian packages that provide each.
 TOOL_PACKAGES = {"cc": "gcc", "make": "make"}
+ARM_TOOL_PACKAGES = {
+    "arm-none-eabi-gcc": "gcc-arm-none-eabi libnewlib-arm-none-eabi",
+    "qemu-system-arm": "qemu-system-arm",
+}
 
 
-@pytest.fixture
-def c_toolchain():
-    """cc and make: on a developer's machine without them the test is skipped; in CI (CI set, as .ci/run
-    does) it fails, naming the package to install, so a missing tool can never pass silently."""
-    missing = [tool for tool in TOOL_PACKAGES if shutil.which(tool) is None]
+def _require_tools(packages: dict[str, str]) -> None:
+    """On a developer's machine without the tools the test is skipped; in CI (CI set, as .ci/run does)
+    it fails, naming the packages to install, so a missing tool can never pass silently."""
+    missing = [tool for tool in packages if shutil.which(tool) is None]
     if missing:
         message = (
-            "needs "
-            + ", ".join(missing)
-            + ": apt-get install -y "
-            + " ".join(TOOL_PACKAGES[t] for t in missing)
+            "needs " + ", ".join(missing) + ": apt-get install -y " + " ".join(packages[t] for t in missing)
         )
         if os.environ.get("CI"):
             pytest.fail(message, pytrace=False)
         pytest.skip(message)
+
+
+@pytest.fixture
+def c_toolchain():
+    """cc and make (see _require_tools)."""
+    _require_tools(TOOL_PACKAGES)
+
+
+@pytest.fixture
+def arm_toolchain():
+    """cc and make, the Arm embedded GCC with newlib, and QEMU's Arm system emulator."""
+    _require_tools({**TOOL_PACKAGES, **ARM_TOOL_PACKAGES})
+
+
+@pytest.fixture(scope="session")
+def demo_onnx(tmp_path_factory):
+    """A small trained model (a few epochs on demo data) exported to ONNX, with its data; shared by the
+    quantization and int8 C tests."""
+    from mobilenets.deploy.export import export_onnx
+
+    from small_runs import train_small_demo
+
+    out = train_small_demo(tmp_path_factory.mktemp("quant") / "run")
+    export_onnx(out, out / "model.onnx")
+    return out

@@ -37,7 +37,8 @@ def randomize_batchnorm(model: nn.Module, seed: int = 0, passes: int = 3, resolu
         if isinstance(m, nn.Dropout):
             m.eval()
     for i in range(passes):
-        model(structured_inputs(8, resolution, seed=seed * 100 + i))
+        x = structured_inputs(8, resolution, seed=seed * 100 + i)
+        model(x[:, : getattr(model, "in_chans", 3)])  # grayscale models take the first channel
     model.eval()
     return model
 

@@ -101,3 +101,37 @@ def resume_with_cli(run: Path):
         text=True,
         timeout=300,
     )
+
+
+def calibration_images(folder: Path, count: int, size: int, seed: int = 0) -> Path:
+    """``count`` PNGs of upsampled low-resolution colour noise (structure at every scale, unlike white
+    noise) in ``folder``: calibration data for quantizing untrained models."""
+    import numpy as np
+    from PIL import Image
+
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    for index in range(count):
+        small = rng.integers(0, 256, (6, 6, 3), dtype=np.uint8)
+        Image.fromarray(small).resize((size, size), Image.BILINEAR).save(folder / f"{index}.png")
+    return folder
+
+
+def person_detector_int8(folder: Path) -> Path:
+    """TFLite Micro's person-detection shape: MobileNet V1 0.25, 96x96 grayscale, 2 classes, BN calibrated
+    so that the logits depend on the input, exported and quantized (QDQ) by mobilenets. Returns its path."""
+    import torch
+
+    import mobilenets
+    from mobilenets.deploy.export import export_onnx
+    from mobilenets.deploy.quantize import quantize
+
+    from parity import randomize_batchnorm
+
+    torch.manual_seed(0)
+    model = mobilenets.create_model("mobilenet_v1_025", in_chans=1, num_classes=2).eval()
+    model = randomize_batchnorm(model, seed=1, resolution=96)
+    model.class_names = ["no person", "person"]
+    export_onnx(model, folder / "person.onnx", resolution=96)
+    images = calibration_images(folder / "calibration", 24, 112)
+    return quantize(folder / "person.onnx", folder / "person.int8.onnx", images, reduce_range=False).path

@@ -127,16 +127,6 @@ def test_fuse_folds_batchnorm_and_keeps_the_outputs():
         torch.testing.assert_close(fused(x), model(x), rtol=1e-4, atol=1e-4)
 
 
-@pytest.fixture(scope="module")
-def demo_onnx(tmp_path_factory):
-    """A small trained model (a few epochs on demo data) exported to ONNX, with its data."""
-    from small_runs import train_small_demo
-
-    out = train_small_demo(tmp_path_factory.mktemp("quant") / "run")
-    export_onnx(out, out / "model.onnx")
-    return out
-
-
 def test_int8_runs_and_keeps_agreement(demo_onnx, tmp_path):
     from mobilenets.deploy.quantize import quantize
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from .arguments import positive_int
+from .arguments import byte_size, positive_int
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -85,12 +85,26 @@ def add_run(commands) -> None:
 def cmd_compile_c(args: argparse.Namespace) -> int:
     from ..codegen import build, generate
 
-    generated = generate(args.model, args.output, resolution=args.resolution, overwrite=args.overwrite)
-    print(
-        f"wrote {generated.folder}/model.c, model.h, main.c, Makefile: activation arena "
-        f"{generated.arena_bytes / 1024:.0f} KiB, weights {generated.weight_bytes / 1024 / 1024:.2f} MiB, "
-        f"{generated.classes} classes"
+    generated = generate(
+        args.model,
+        args.output,
+        resolution=args.resolution,
+        overwrite=args.overwrite,
+        int8=args.int8,
+        max_ram=args.max_ram,
+        max_flash=args.max_flash,
     )
+    kind = "int8, integer only" if generated.int8 else "float"
+    print(
+        f"wrote {generated.folder}/model.c, model.h, main.c, Makefile ({kind}): RAM "
+        f"{generated.ram_bytes / 1024:.1f} KiB (activation arena {generated.arena_bytes / 1024:.1f} KiB), "
+        f"weights {generated.weight_bytes / 1024:.1f} KiB, {generated.classes} classes"
+    )
+    if generated.int8:
+        print(
+            "  make test-host: the microcontroller program here; make cortex-m4 / cortex-m55: "
+            "Cortex-M images; make qemu-m4 / qemu-m55: run them in QEMU"
+        )
     if args.build:
         binary = build(generated.folder)
         print(f"built {binary} ({binary.stat().st_size / 1024 / 1024:.2f} MiB); run: {binary} IMAGE.ppm")
@@ -106,8 +120,20 @@ def add_compile_c(commands) -> None:
     compile_c.add_argument("--resolution", type=positive_int, help="for models exported with a dynamic size")
     compile_c.add_argument("--build", action="store_true", help="also run make (-O3 -march=native)")
     compile_c.add_argument(
+        "--int8",
+        action="store_true",
+        help="insist on integer-only C (the model must be a QDQ file from mobilenets quantize; such a file "
+        "gets integer C without the flag too)",
+    )
+    compile_c.add_argument(
+        "--max-ram", type=byte_size, metavar="SIZE", help="fail if arena + accumulators exceed SIZE (64K, 1M)"
+    )
+    compile_c.add_argument(
+        "--max-flash", type=byte_size, metavar="SIZE", help="fail if the weights exceed SIZE"
+    )
+    compile_c.add_argument(
         "--overwrite",
         action="store_true",
-        help="write into a folder that holds other files (only model.c, model.h, main.c, Makefile are replaced)",
+        help="write into a folder that holds other files (only the generated files are replaced)",
     )
     compile_c.set_defaults(func=cmd_compile_c)

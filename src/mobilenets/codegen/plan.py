@@ -168,27 +168,20 @@ class NodeView:
         return f"{symbol}.f"
 
 
-def _conv(n: NodeView) -> tuple[Tensor, Step]:
-    """Conv as one of three kernels: a 1x1 (stride 1, no padding), a depthwise, or a general conv."""
-    a, where, out = n.attributes, n.where, n.out
-    x = n.value(0)
-    w = n.constant(1, "weights")
-    if w is None or w.ndim != 4 or 0 in w.shape or len(x.shape) != 4:
-        raise CodegenError(
-            f"{where}: needs a 4-D input and 4-D weights (got {x.shape} and {None if w is None else w.shape})"
-        )
-    _, c, h, wd = x.shape
-    m, cg, kh, kw = w.shape
-    b = n.constant(2, "bias")
-    if b is None:
-        b = np.zeros(m, np.float32)
-    elif b.shape != (m,):
-        raise CodegenError(f"{where}: bias shape {b.shape} does not match {m} output channels")
+def conv_geometry(a: dict, where: str, x_shape, w_shape) -> tuple[str, dict]:
+    """Which conv kernel a Conv node needs (conv1x1: 1x1, stride 1, no padding; depthwise; conv: the
+    rest, ungrouped) and its geometry; shared by the float and the int8 planners."""
+    if len(w_shape) != 4 or 0 in w_shape or len(x_shape) != 4:
+        raise CodegenError(f"{where}: needs a 4-D input and 4-D weights (got {x_shape} and {w_shape})")
+    _, c, h, wd = x_shape
+    m, cg, kh, kw = w_shape
     sh, sw = _ints(a.get("strides", [1, 1]), 2, 1, where, "strides")
     dh, dw = _ints(a.get("dilations", [1, 1]), 2, 1, where, "dilations")
     top, left, bottom, right = _ints(a.get("pads", [0, 0, 0, 0]), 4, 0, where, "pads")
     if "kernel_shape" in a and list(a["kernel_shape"]) != [kh, kw]:
-        raise CodegenError(f"{where}: kernel_shape {a['kernel_shape']} disagrees with weights {w.shape}")
+        raise CodegenError(
+            f"{where}: kernel_shape {a['kernel_shape']} disagrees with weights {tuple(w_shape)}"
+        )
     if a.get("auto_pad", "NOTSET") != "NOTSET":
         raise CodegenError(f"{where}: auto_pad is not supported (export with explicit pads)")
     group = a.get("group", 1)
@@ -200,20 +193,37 @@ def _conv(n: NodeView) -> tuple[Tensor, Step]:
         h=h, w=wd, c=c, m=m, kh=kh, kw=kw, sh=sh, sw=sw, dh=dh, dw=dw, pt=top, pl=left, ho=ho, wo=wo
     )
     if group == 1 and cg != c:
-        raise CodegenError(f"{where}: weights {w.shape} expect {cg} input channels, the input has {c}")
+        raise CodegenError(f"{where}: weights {tuple(w_shape)} expect {cg} input channels, the input has {c}")
     if group == 1 and kh == kw == 1 and sh == sw == 1 and not (top or left or bottom or right):
-        kind, details = "conv1x1", dict(geometry, w=n.weight(_pack_panels(w.reshape(m, c))), b=n.weight(b))
-    elif group == c and cg == 1 and m == c:
-        kind = "depthwise"
+        return "conv1x1", geometry
+    if group == c and cg == 1 and m == c:
+        return "depthwise", geometry
+    if group == 1:
+        return "conv", geometry
+    raise CodegenError(
+        f"{where}: grouped convolution with group={group} (weights {tuple(w_shape)}, {c} input channels) "
+        "is not supported"
+    )
+
+
+def _conv(n: NodeView) -> tuple[Tensor, Step]:
+    """Conv as one of three kernels: a 1x1 (stride 1, no padding), a depthwise, or a general conv."""
+    x = n.value(0)
+    w = n.constant(1, "weights")
+    kind, geometry = conv_geometry(n.attributes, n.where, x.shape, () if w is None else w.shape)
+    m, c, kh, kw = geometry["m"], geometry["c"], geometry["kh"], geometry["kw"]
+    b = n.constant(2, "bias")
+    if b is None:
+        b = np.zeros(m, np.float32)
+    elif b.shape != (m,):
+        raise CodegenError(f"{n.where}: bias shape {b.shape} does not match {m} output channels")
+    if kind == "conv1x1":
+        details = dict(geometry, w=n.weight(_pack_panels(w.reshape(m, c))), b=n.weight(b))
+    elif kind == "depthwise":
         details = dict(geometry, wgt=n.weight(w.reshape(c, kh, kw).transpose(1, 2, 0)), b=n.weight(b))
-    elif group == 1:
-        kind, details = "conv", dict(geometry, wgt=n.weight(w.transpose(2, 3, 1, 0)), b=n.weight(b))
     else:
-        raise CodegenError(
-            f"{where}: grouped convolution with group={group} (weights {w.shape}, {c} input channels) "
-            "is not supported"
-        )
-    return Tensor(out, (1, m, ho, wo)), (kind, [x.name], out, details)
+        details = dict(geometry, wgt=n.weight(w.transpose(2, 3, 1, 0)), b=n.weight(b))
+    return Tensor(n.out, (1, m, geometry["ho"], geometry["wo"])), (kind, [x.name], n.out, details)
 
 
 def _unary(n: NodeView) -> tuple[Tensor, Step]:
@@ -362,7 +372,7 @@ def plan_model(path: Path, resolution: int | None) -> tuple[Plan, dict]:
     if output_name == input_name:
         raise CodegenError("the graph's output is its input")
     steps = _fuse_activations(steps, output_name)
-    _assign_arena(tensors, steps, input_name, output_name, plan)
+    assign_arena(tensors, steps, input_name, output_name, plan)
     if plan.arena_floats * 4 > MAX_ARENA_BYTES:
         raise CodegenError(
             f"the model needs an activation arena of {plan.arena_floats * 4 / 2**20:.0f} MiB; the C "
@@ -413,9 +423,13 @@ def _fuse_activations(steps, output_name):
     return fused
 
 
-def _assign_arena(tensors, steps, input_name, output_name, plan) -> None:
-    """Unary elementwise ops run in place when their input dies there; the rest get first-fit offsets
-    over their lifetimes (birth step .. last use)."""
+IN_PLACE_KINDS = ("Relu", "HardSwish", "HardSigmoid", "Clip", "Identity")
+
+
+def assign_arena(tensors, steps, input_name, output_name, plan, in_place=IN_PLACE_KINDS) -> None:
+    """Unary elementwise ops (kinds in ``in_place``) run in place when their input dies there; the rest
+    get first-fit offsets over their lifetimes (birth step .. last use). Sizes and offsets are in
+    elements of the arena's type."""
     last_use = {input_name: 0}
     for index, (_, ins, out, _) in enumerate(steps):
         for name in ins:
@@ -425,7 +439,7 @@ def _assign_arena(tensors, steps, input_name, output_name, plan) -> None:
     birth = {input_name: -1}
     for index, (kind, ins, out, _) in enumerate(steps):
         birth[out] = index
-        if kind in ("Relu", "HardSwish", "HardSigmoid", "Clip", "Identity") and last_use[ins[0]] == index:
+        if kind in in_place and last_use[ins[0]] == index:
             tensors[out].alias = ins[0]
             last_use[ins[0]] = last_use[out] = max(last_use.get(out, index), index)
 

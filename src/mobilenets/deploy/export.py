@@ -131,7 +131,7 @@ def export_onnx(
             "producer": "mobilenets",
             "arch": getattr(model, "arch", None) or type(model).__name__,
             "class_names": json.dumps(getattr(model, "class_names", None)),
-            "preprocessing": json.dumps(preprocessing.to_dict()),
+            "preprocessing": json.dumps(preprocessing.for_channels(in_chans).to_dict()),
             "resolution": str(resolution),
             "in_chans": str(in_chans),
         }

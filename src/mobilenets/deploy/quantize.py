@@ -88,7 +88,7 @@ def _transform(info):
     size = info.resolution or info.preprocessing.crop
     from ..data.folders import eval_transform
 
-    return eval_transform(size, info.preprocessing)
+    return eval_transform(size, info.preprocessing.for_channels(info.in_chans))
 
 
 def quantize(

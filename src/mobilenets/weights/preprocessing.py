@@ -73,14 +73,32 @@ class Preprocessing:
                 known[key] = tuple(float(v) for v in values)
         return cls(**known)
 
+    def for_channels(self, channels: int) -> Preprocessing:
+        """The same steps for a ``channels``-channel input: a grayscale model (``in_chans=1``, TFLite
+        Micro's person detector and MLPerf Tiny's Visual Wake Words read 96x96 grayscale) takes one
+        mean and std, the average of RGB's when three are given."""
+        if channels == len(self.mean):
+            return self
+        if channels == 1:
+            average = lambda values: (sum(values) / len(values),)  # noqa: E731
+            return Preprocessing(**{**self.to_dict(), "mean": average(self.mean), "std": average(self.std)})
+        if len(self.mean) == 1:
+            return Preprocessing(
+                **{**self.to_dict(), "mean": self.mean * channels, "std": self.std * channels}
+            )
+        raise ValueError(f"preprocessing has {len(self.mean)} channels, the model takes {channels}")
+
     def transform(self):
-        """A torchvision transforms.v2 pipeline that takes a PIL image or a uint8 / float tensor (C, H, W)."""
+        """A torchvision transforms.v2 pipeline that takes a PIL image or a uint8 / float tensor (C, H, W);
+        with one mean and std the image is made grayscale first (ITU-R 601 luma, as PIL's "L")."""
         import torch
         from torchvision.transforms import InterpolationMode, v2
 
+        gray = [v2.Grayscale(1)] if len(self.mean) == 1 else []
         return v2.Compose(
             [
                 v2.ToImage(),
+                *gray,
                 v2.Resize(self.resize, interpolation=InterpolationMode(self.interpolation), antialias=True),
                 v2.CenterCrop(self.crop),
                 v2.ToDtype(torch.float32, scale=True),
