@@ -2,6 +2,7 @@ import os
 import shutil
 import sys
 
+import numpy as np
 import pytest
 import torch
 
@@ -86,3 +87,13 @@ def demo_onnx(tmp_path_factory):
     out = train_small_demo(tmp_path_factory.mktemp("quant") / "run")
     export_onnx(out, out / "model.onnx")
     return out
+
+
+def demo_validation_inputs(run) -> np.ndarray:
+    """The demo run's validation images, preprocessed as its exported model (and quantize) expects."""
+    from mobilenets.data.folders import list_images, load_image
+    from mobilenets.deploy.export import read_metadata
+    from mobilenets.deploy.quantize import _transform
+
+    transform = _transform(read_metadata(run / "model.onnx"))
+    return np.stack([transform(load_image(p)).numpy() for p in list_images(run / "demo-data" / "val")])

@@ -5,10 +5,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
+# Batch 8 and BN momentum 0.3: with fan-out initialisation a depthwise layer's outputs start ~20x
+# smaller than BN's initial running variance assumes, and at batch 16 (42 steps) the running statistics
+# had not caught up: in eval mode every layer shrank the signal and the logits were the same for every
+# image (std 1e-8), which made the quantization tests' agreement checks unable to fail.
 SMALL_DEMO = dict(
     model="mobilenet_v3_small_075",
     epochs=6,
-    batch_size=16,
+    batch_size=8,
+    bn_momentum=0.3,
     image_size=48,
     workers=0,
     eval_crop=1.0,

@@ -173,6 +173,30 @@ def test_int8_c_tracks_onnxruntime_end_to_end(random_int8, tmp_path, c_toolchain
     assert "malloc" not in model_c and "static int8_t A[" in model_c
 
 
+def test_int8_c_matches_onnxruntime_on_the_demo_validation_images(demo_onnx, tmp_path, c_toolchain):
+    """Issue 16's bar on a trained model: within one quantization step of ONNX Runtime running the same
+    QDQ file on at least 99% of the logits, and the same top-1 on at least 99% of the demo's validation
+    images."""
+    from mobilenets.deploy.export import OnnxSession
+    from mobilenets.deploy.quantize import quantize
+
+    from conftest import demo_validation_inputs
+
+    path = quantize(
+        demo_onnx / "model.onnx", tmp_path / "demo.int8.onnx", demo_onnx / "demo-data" / "train"
+    ).path
+    images = demo_validation_inputs(demo_onnx)
+    assert len(images) == 60
+    run = build_shared_library(path, tmp_path / "c")
+    ours = np.concatenate([run(image[None]) for image in images])
+    reference = OnnxSession(path)(images)
+    plan, _ = plan_int8(path)
+    assert reference.std(0).mean() > 10 * plan.output_scale  # the logits move with the image
+    steps = np.abs(ours - reference) / plan.output_scale
+    assert (steps <= 1.001).mean() >= 0.99, np.sort(steps.ravel())[-10:]
+    assert (ours.argmax(1) == reference.argmax(1)).mean() >= 0.99
+
+
 def test_person_detector_fits_the_microcontroller_budget_and_runs_in_qemu(person, tmp_path, arm_toolchain):
     """V1 0.25 at 96x96x1, 2 classes (TFLite Micro's person detector): at most 64 KB of RAM and 300 KB of
     weights + code on Cortex-M4; the Cortex-M4 and Cortex-M55 images in QEMU print exactly what the
