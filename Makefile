@@ -24,6 +24,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/train.py
 	$(BIN)/python benchmarks/segment.py
 	$(BIN)/python benchmarks/detect.py
+	$(BIN)/python benchmarks/mcu.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks

@@ -75,13 +75,13 @@ def onnxruntime_int8_tensors(path, x: np.ndarray) -> dict[str, np.ndarray]:
     return tensors
 
 
-def traced_library(onnx_path, folder):
-    """The generated C built with -DMODEL_TRACE as a shared library."""
+def traced_library(onnx_path, folder, flags=("-O2",)):
+    """The generated C built with -DMODEL_TRACE (and ``flags``) as a shared library."""
     generate(onnx_path, folder)
     subprocess.run(
         [
             "cc",
-            "-O2",
+            *flags,
             "-shared",
             "-fPIC",
             "-DMODEL_TRACE",
@@ -99,7 +99,8 @@ def traced_library(onnx_path, folder):
     return library
 
 
-def test_every_integer_step_equals_onnxruntime(random_int8, tmp_path, c_toolchain):
+@pytest.mark.parametrize("flags", [("-O2",), ("-O3", "-march=native")], ids=["plain", "native"])
+def test_every_integer_step_equals_onnxruntime(random_int8, tmp_path, c_toolchain, flags):
     """Each step of the C (conv, depthwise, 1x1, h-swish and gate tables, SE multiply, residual add, mean,
     classifier), given ONNX Runtime's int8 input to it, gives ONNX Runtime's int8 output: exactly for
     99.9% of the values, never more than one step away (the rest are the cases where ONNX Runtime's
@@ -117,7 +118,7 @@ def test_every_integer_step_equals_onnxruntime(random_int8, tmp_path, c_toolchai
         "add",
         "mean",
     }
-    library = traced_library(random_int8, tmp_path)
+    library = traced_library(random_int8, tmp_path, flags)  # native: AVX-512 VNNI where the CPU has it
     compared = equal = 0
     worst = 0
     seen = []
@@ -297,3 +298,39 @@ def test_int8_kernels_compile_alone_warning_free(tmp_path, c_toolchain):
             text=True,
         )
         assert result.returncode == 0, result.stderr
+
+
+def test_grayscale_pipeline_from_training_to_the_microcontroller_program(tmp_path, capsys, c_toolchain):
+    """The person-detector path as a user runs it: train a grayscale classifier from scratch, export,
+    quantize on colour images (made grayscale as the model's preprocessing says), compile-c, run."""
+    import json
+
+    import onnx
+
+    import mobilenets.data.demo
+
+    data = mobilenets.data.demo.write_dataset(
+        tmp_path / "shapes", train_per_class=8, val_per_class=4, size=64
+    )
+    run, onnx_path, int8_path = tmp_path / "run", tmp_path / "gray.onnx", tmp_path / "gray.int8.onnx"
+    args = ["train", str(data), "--out", str(run), "--model", "mobilenet_v1_025", "--in-chans", "1"]
+    assert (
+        main(args + ["--epochs", "1", "--image-size", "48", "--batch-size", "8", "--workers", "0", "--quiet"])
+        == 0
+    )
+    assert json.loads((run / "config.json").read_text())["in_chans"] == 1
+    assert main(["export", str(run), "-o", str(onnx_path)]) == 0
+    proto = onnx.load(str(onnx_path))
+    assert proto.graph.input[0].type.tensor_type.shape.dim[1].dim_value == 1
+    meta = {p.key: p.value for p in proto.metadata_props}
+    assert len(json.loads(meta["preprocessing"])["mean"]) == 1 and meta["in_chans"] == "1"
+    assert main(["quantize", str(onnx_path), "--calibration", str(data / "train"), "-o", str(int8_path)]) == 0
+    assert main(["compile-c", str(int8_path), "-o", str(tmp_path / "c")]) == 0
+    capsys.readouterr()
+    subprocess.run(["make", "-s", "test-host"], cwd=tmp_path / "c", check=True, capture_output=True)
+    printed = subprocess.run(
+        [str(tmp_path / "c" / "test-host")], capture_output=True, text=True, check=True
+    ).stdout
+    lines = printed.strip().splitlines()
+    assert lines[0].startswith("test image: top-5 int8 logits") and len(lines) == 6
+    assert {line.split(None, 1)[1] for line in lines[1:]} <= set(mobilenets.data.demo.CLASSES)

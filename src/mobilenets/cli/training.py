@@ -16,6 +16,7 @@ TRAIN_FIELDS = (
     "epochs",
     "batch_size",
     "image_size",
+    "in_chans",
     "optimizer",
     "lr",
     "weight_decay",
@@ -106,6 +107,9 @@ def add_train(commands) -> None:
         "--batch-size", type=positive_int, help="global batch (split across torchrun processes)"
     )
     train.add_argument("--image-size", type=positive_int)
+    train.add_argument(
+        "--in-chans", type=int, choices=[1, 3], help="1: grayscale (from scratch; microcontroller models)"
+    )
     train.add_argument("--optimizer", choices=["adamw", "rmsprop", "sgd"])
     train.add_argument("--lr", type=float)
     train.add_argument("--weight-decay", type=float)

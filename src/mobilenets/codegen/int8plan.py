@@ -86,7 +86,7 @@ class Int8Plan(Plan):
 
     @property
     def ram_bytes(self) -> int:
-        return self.arena_floats + 4 * self.scratch_ints
+        return self.arena_floats + ARENA_SLACK + 4 * self.scratch_ints
 
 
 def quantize_multiplier(real: float, where: str) -> tuple[int, int]:
@@ -504,10 +504,18 @@ class Walk:
         mult = np.array([mm for mm, _ in multipliers], np.int32)
         shift = np.array([sh for _, sh in multipliers], np.int8)
         c = geometry["c"]
+        extra = {}
         if kind == "conv1x1":
-            w = w4.reshape(m, c).astype(np.int8)
+            matrix = w4.reshape(m, c).astype(np.int8)
+            sums = matrix.astype(np.int64).sum(axis=1)
             # Padding-free: the input zero point folds into the bias, and the kernel multiplies raw int8.
-            bias_q = bias_q - x.zero * w.astype(np.int64).sum(axis=1)
+            bias_q = bias_q - x.zero * sums
+            w = pack_panels_int8(matrix)
+            padded = -m % PANEL
+            # x86's dot-product instruction (vpdpbusd) multiplies unsigned by signed bytes: the vector path
+            # reads x + 128 and takes 128 * sum(w) back off; the arrays run to a whole panel.
+            extra = dict(wsum=self.weight(np.pad(128 * sums, (0, padded)).astype(np.int32)))
+            bias_q, mult, shift = (np.pad(a, (0, padded)) for a in (bias_q, mult, shift))
         elif kind == "depthwise":
             w = w4.reshape(c, geometry["kh"], geometry["kw"]).transpose(1, 2, 0)  # [kh][kw][c]
         else:
@@ -524,10 +532,26 @@ class Walk:
             zy=y.zero,
             low=low,
             high=high,
+            **extra,
         )
         shape = pending.shape
         self.steps.append((kind, [x.name], y.name, details))
         return QTensor(y.name, shape, scale=y.scale, zero=y.zero)
+
+
+ARENA_SLACK = 64  # the 1x1 kernel reads its input rows four bytes at a time, past a row's end
+PANEL = 16  # output channels per panel of packed 1x1 weights (one AVX-512 register of int32 sums)
+
+
+def pack_panels_int8(matrix: np.ndarray) -> np.ndarray:
+    """(m, c) int8 weights as the int8 1x1 kernel streams them: panels of 16 output channels, each
+    [c/4][16][4] (four consecutive input channels of one output channel side by side, which is what one
+    lane of x86's vpdpbusd or Arm's sdot multiplies); zeros pad m to 16 and c to 4."""
+    m, c = matrix.shape
+    padded = np.zeros((-(-m // PANEL) * PANEL, -(-c // 4) * 4), np.int8)
+    padded[:m, :c] = matrix
+    panels = padded.reshape(-1, PANEL, padded.shape[1] // 4, 4)  # [panel][16][c/4][4]
+    return np.ascontiguousarray(panels.transpose(0, 2, 1, 3)).ravel()
 
 
 def _times_table(a: QTensor, table: np.ndarray, scale_b: float, zero_b: int):

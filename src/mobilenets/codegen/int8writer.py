@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from ..runtime import metadata
-from .int8plan import Int8Plan, plan_int8
+from .int8plan import ARENA_SLACK, Int8Plan, plan_int8
 from .literals import c_comment, c_float, c_string
 from .plan import Tensor
 
@@ -43,7 +43,7 @@ def _call(kind: str, ins: list[Tensor], out: Tensor, d: dict) -> str:
     clamp = f"{d.get('low')}, {d.get('high')}"
     if kind == "conv1x1":
         return (
-            f"q_conv1x1({x}, {d['ho'] * d['wo']}, {d['c']}, {d['wgt']}, {d['b']}, {requant}, {d['m']}, {y}, "
+            f"q_conv1x1({x}, {d['ho'] * d['wo']}, {d['c']}, {d['wgt']}, {d['b']}, {d['wsum']}, {requant}, {d['m']}, {y}, "
             f"{d['zy']}, {clamp});"
         )
     if kind in ("depthwise", "conv"):
@@ -130,7 +130,9 @@ void model_run(const float *input, float *logits);
         "const char *const model_class_names[MODEL_CLASSES] = {"
         + ", ".join(c_string(s) for s in labels)
         + "};",
-        f"static int8_t A[{max(plan.arena_floats, 1)}];  /* the activation arena, sized by the liveness plan */",
+        # Slack: the 1x1 kernel reads its input rows four bytes at a time (weights are zero past the row's
+        # end, but the bytes read must exist).
+        f"static int8_t A[{plan.arena_floats + ARENA_SLACK}];  /* the activation arena (liveness plan) */",
         f"static int32_t S[{max(plan.scratch_ints, 1)}];  /* one row of per-channel accumulators */",
         c_source("kernels_int8.c").split("/* MOBILENETS_KERNELS_BEGIN */", 1)[1],
     ]

@@ -237,7 +237,8 @@ def train_transform(
     scale=(0.25, 1.0),
     ratio=(3 / 4, 4 / 3),
 ):
-    """RandomResizedCrop + flip [+ TrivialAugmentWide / RandAugment] + normalise [+ random erasing]."""
+    """RandomResizedCrop + flip [+ TrivialAugmentWide / RandAugment] + normalise [+ random erasing]; with
+    one mean and std (a grayscale model) the image is made grayscale after the augmentations."""
     from torchvision.transforms import InterpolationMode, v2
 
     if augment not in AUGMENTS:
@@ -252,6 +253,8 @@ def train_transform(
         steps.append(v2.TrivialAugmentWide(interpolation=interpolation))
     elif augment == "randaugment":
         steps.append(v2.RandAugment(interpolation=interpolation))
+    if len(preprocessing.mean) == 1:
+        steps.append(v2.Grayscale(1))
     steps += [
         v2.ToDtype(torch.float32, scale=True),
         v2.Normalize(list(preprocessing.mean), list(preprocessing.std)),

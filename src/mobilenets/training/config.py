@@ -31,6 +31,7 @@ class TrainConfig:
     epochs: int = 10
     batch_size: int = 64  # global batch (split across DDP processes)
     image_size: int = 224  # training crop; evaluation resizes to image_size / crop ratio and centre-crops
+    in_chans: int = 3  # 1: grayscale (images converted to luma), as microcontroller cameras deliver
     optimizer: str = "adamw"
     lr: float = 1e-3  # peak learning rate for the global batch
     weight_decay: float = 0.05
@@ -79,6 +80,12 @@ class TrainConfig:
                 f"image_size must be >= 32 (the network downsamples by 32), got {self.image_size}",
             ),
             (self.lr > 0, f"lr must be > 0, got {self.lr}"),
+            (self.in_chans in (1, 3), f"in_chans must be 1 (grayscale) or 3 (RGB), got {self.in_chans}"),
+            (
+                self.in_chans == 3 or (self.task == "classify" and not self.weights),
+                "in_chans 1 (grayscale) trains classifiers from scratch only: ImageNet weights expect RGB, "
+                "and the segmentation and detection pipelines read RGB",
+            ),
             (
                 self.box_augment in BOX_AUGMENTS,
                 f"box_augment must be one of {BOX_AUGMENTS}, got {self.box_augment!r}",

@@ -170,10 +170,11 @@ def _build_model(config: TrainConfig, num_classes: int, class_names: list[str]):
             dropout=config.dropout,
             memory_format=memory_format,
             bn_momentum=config.bn_momentum,
+            in_chans=config.in_chans,
         )
         model.preprocessing = Preprocessing(
             resize=int(round(config.image_size / config.eval_crop)), crop=config.image_size
-        )
+        ).for_channels(config.in_chans)
     if config.task == "detect":  # the whole image at the training size, normalised as the weights expect
         kept = model.preprocessing or Preprocessing()
         model.preprocessing = Preprocessing(

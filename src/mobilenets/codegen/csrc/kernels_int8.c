@@ -22,21 +22,98 @@ static inline int8_t q_clamp(int32_t v, int low, int high) {
     return (int8_t)(v < low ? low : (v > high ? high : v));
 }
 
-/* 1x1 convolution (and the classifier): y[p][o] = requantize(bias[o] + sum_k x[p][k] * w[o][k]); the
- * input zero point is folded into the bias (no padding here), so the inner loop is a plain int8 dot
- * product that compilers vectorise (vpmaddwd / vpdpbusd on x86, SMLAD on Cortex-M4, MVE on M55). */
+/* 1x1 convolution (and the classifier): y[p][o] = requantize(bias[o] + sum_k x[p][k] * w[o][k]). The input
+ * zero point is folded into the bias (no padding here). Weights come in panels of 16 output channels,
+ * [c/4][16][4] (int8plan.pack_panels_int8), the layout of x86's vpdpbusd and Arm's sdot: four input
+ * channels of one output channel per 32-bit lane. With AVX-512 VNNI the kernel multiplies four pixels
+ * by a panel with vpdpbusd (unsigned x signed bytes: it reads x + 128 and starts from bias - wsum,
+ * wsum = 128 * sum(w)); elsewhere plain loops that compilers vectorise over the 16 output channels. */
+#if defined(__AVX512VNNI__) && defined(__AVX512BW__) && defined(__AVX512VL__) && !defined(MOBILENETS_NO_VECTOR_EXTENSIONS)
+#include <immintrin.h>
+#define Q_CONV1X1_AVX512 1
+static inline __m512i q_load4(const int8_t *p) { /* four input bytes, +128, in every lane */
+    int32_t v;
+    memcpy(&v, p, 4);
+    return _mm512_xor_si512(_mm512_set1_epi32(v), _mm512_set1_epi32((int32_t)0x80808080u));
+}
+/* q_requantize on 16 lanes: 64-bit products of even and odd lanes, one rounding shift each. */
+static inline __m512i q_requantize16(__m512i acc, __m512i mult, __m512i total_even, __m512i total_odd) {
+    const __m512i one = _mm512_set1_epi64(1);
+    const __m512i even = _mm512_mul_epi32(acc, mult);
+    const __m512i odd = _mm512_mul_epi32(_mm512_srli_epi64(acc, 32), _mm512_srli_epi64(mult, 32));
+    const __m512i re = _mm512_srav_epi64(
+        _mm512_add_epi64(even, _mm512_sllv_epi64(one, _mm512_sub_epi64(total_even, one))), total_even);
+    const __m512i ro = _mm512_srav_epi64(
+        _mm512_add_epi64(odd, _mm512_sllv_epi64(one, _mm512_sub_epi64(total_odd, one))), total_odd);
+    return _mm512_mask_blend_epi32(0xAAAA, re, _mm512_slli_epi64(ro, 32));
+}
+#endif
+
 static inline void q_conv1x1(const int8_t *x, int pixels, int c, const int8_t *w, const int32_t *bias,
-                      const int32_t *mult, const int8_t *shift, int m, int8_t *y, int zy, int low, int high) {
+                             const int32_t *wsum, const int32_t *mult, const int8_t *shift, int m, int8_t *y,
+                             int zy, int low, int high) {
+    const int c4 = (c + 3) / 4, panels = (m + 15) / 16;
+#ifdef Q_CONV1X1_AVX512
+    const __m512i zero_y = _mm512_set1_epi32(zy), lo = _mm512_set1_epi32(low), hi = _mm512_set1_epi32(high);
+    for (int panel = 0; panel < panels; panel++) {
+        const int8_t *wp = w + (long)panel * c4 * 64;
+        const int o0 = panel * 16, width = m - o0 < 16 ? m - o0 : 16;
+        const __mmask16 keep = (__mmask16)((1u << width) - 1u);
+        const __m512i start = _mm512_sub_epi32(_mm512_loadu_si512(bias + o0), _mm512_loadu_si512(wsum + o0));
+        const __m512i mul = _mm512_loadu_si512(mult + o0);
+        const __m512i total = _mm512_sub_epi32(_mm512_set1_epi32(31),
+                                               _mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(shift + o0))));
+        const __m512i total_even = _mm512_and_si512(total, _mm512_set1_epi64(0xFFFFFFFF));
+        const __m512i total_odd = _mm512_srli_epi64(total, 32);
+        int p = 0;
+        for (; p + 4 <= pixels; p += 4) {
+            const int8_t *x0 = x + (long)p * c;
+            __m512i a0 = start, a1 = start, a2 = start, a3 = start;
+            for (int k = 0; k < c4; k++) {
+                const __m512i wk = _mm512_loadu_si512(wp + k * 64);
+                a0 = _mm512_dpbusd_epi32(a0, q_load4(x0 + 4 * k), wk);
+                a1 = _mm512_dpbusd_epi32(a1, q_load4(x0 + c + 4 * k), wk);
+                a2 = _mm512_dpbusd_epi32(a2, q_load4(x0 + 2 * c + 4 * k), wk);
+                a3 = _mm512_dpbusd_epi32(a3, q_load4(x0 + 3 * c + 4 * k), wk);
+            }
+            __m512i acc[4] = {a0, a1, a2, a3};
+            for (int i = 0; i < 4; i++) {
+                __m512i v = _mm512_add_epi32(q_requantize16(acc[i], mul, total_even, total_odd), zero_y);
+                v = _mm512_min_epi32(_mm512_max_epi32(v, lo), hi);
+                _mm_mask_storeu_epi8(y + (long)(p + i) * m + o0, keep, _mm512_cvtepi32_epi8(v));
+            }
+        }
+        for (; p < pixels; p++) {
+            const int8_t *xp = x + (long)p * c;
+            __m512i a = start;
+            for (int k = 0; k < c4; k++) a = _mm512_dpbusd_epi32(a, q_load4(xp + 4 * k), _mm512_loadu_si512(wp + k * 64));
+            __m512i v = _mm512_add_epi32(q_requantize16(a, mul, total_even, total_odd), zero_y);
+            v = _mm512_min_epi32(_mm512_max_epi32(v, lo), hi);
+            _mm_mask_storeu_epi8(y + (long)p * m + o0, keep, _mm512_cvtepi32_epi8(v));
+        }
+    }
+#else
+    (void)wsum;
     for (int p = 0; p < pixels; p++) {
         const int8_t *xp = x + (long)p * c;
         int8_t *yp = y + (long)p * m;
-        for (int o = 0; o < m; o++) {
-            const int8_t *wo = w + (long)o * c;
-            int32_t acc = bias[o];
-            for (int k = 0; k < c; k++) acc += (int32_t)xp[k] * wo[k];
-            yp[o] = q_clamp(zy + q_requantize(acc, mult[o], shift[o]), low, high);
+        for (int panel = 0; panel < panels; panel++) {
+            const int8_t *wp = w + (long)panel * c4 * 64;
+            int32_t acc[16];
+            for (int j = 0; j < 16; j++) acc[j] = bias[panel * 16 + j];
+            for (int k = 0; k < c4; k++)
+                for (int t = 0; t < 4 && 4 * k + t < c; t++) {
+                    const int32_t xv = xp[4 * k + t];
+                    for (int j = 0; j < 16; j++) acc[j] += xv * wp[(k * 16 + j) * 4 + t];
+                }
+            const int width = m - panel * 16 < 16 ? m - panel * 16 : 16;
+            for (int j = 0; j < width; j++) {
+                const int o = panel * 16 + j;
+                yp[o] = q_clamp(zy + q_requantize(acc[j], mult[o], shift[o]), low, high);
+            }
         }
     }
+#endif
 }
 
 /* Depthwise convolution, weights [kh][kw][c]; acc is a row of c int32 (the plan's scratch). Taps that

@@ -1,0 +1,172 @@
+"""The dumbphone end (issue 16): what the integer-only C needs on a Cortex-M4, and how fast it runs here.
+
+1. Sizes. Each model is built with calibrated random BN (sizes do not depend on the values), exported,
+   quantized by `mobilenets quantize` (8-bit weights) and compiled by `compile-c`. RAM is the activation
+   arena plus one int32 accumulator row (model.h); flash is `arm-none-eabi-size` text + data of the
+   Cortex-M4 image: weights, code and newlib-nano's printf. Each image also runs in QEMU (mps2-an386)
+   and must print what the host build prints. Beside them, TensorFlow Lite Micro's person detector.
+2. Host speed, one thread, -O3 -march=native: the int8 C against the float C and ONNX Runtime running the
+   same QDQ file (V2 and V3-Small at 224, 1000 classes), interleaved rounds, median paired ratios.
+   Targets: int8 C at most 0.6x the float C and at most 1.0x ONNX Runtime int8.
+
+Writes benchmarks/results/mcu.md. Needs cc, make, gcc-arm-none-eabi, libnewlib-arm-none-eabi and
+qemu-system-arm (Debian packages).
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).parent))
+import mobilenets  # noqa: E402
+from mobilenets.codegen import build_shared_library, generate  # noqa: E402
+from mobilenets.deploy.export import OnnxSession, export_onnx  # noqa: E402
+from mobilenets.deploy.quantize import quantize  # noqa: E402
+
+from common import interleaved, machine, onnxruntime_version, paired_ratio, ratio_spread, write_results  # noqa: E402
+
+# (name, arch, resolution, input channels, classes): TFLite Micro's person detector and the issue's table.
+SIZE_MODELS = [
+    ("V1 0.25 person detector", "mobilenet_v1_025", 96, 1, 2),
+    ("V2 0.35", "mobilenet_v2_035", 96, 1, 2),
+    ("V2 0.35", "mobilenet_v2_035", 128, 1, 2),
+    ("V3-Small 0.35", "mobilenet_v3_small_035", 96, 1, 2),
+    ("V3-Small 0.35", "mobilenet_v3_small_035", 128, 1, 2),
+    ("V3-Small 0.5", "mobilenet_v3_small_050", 96, 1, 2),
+    ("V3-Small 0.5", "mobilenet_v3_small_050", 128, 1, 2),
+]
+SPEED_MODELS = ["mobilenet_v2_100", "mobilenet_v3_small_100"]
+RAM_TARGET, FLASH_TARGET = 64 * 1024, 300 * 1024
+
+
+def calibration_images(folder: Path, count: int, size: int) -> Path:
+    """Upsampled low-resolution colour noise: structure at every scale, for calibrating random models."""
+    from PIL import Image
+
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    for index in range(count):
+        small = rng.integers(0, 256, (6, 6, 3), dtype=np.uint8)
+        Image.fromarray(small).resize((size, size), Image.BILINEAR).save(folder / f"{index}.png")
+    return folder
+
+
+def int8_model(work: Path, arch: str, resolution: int, channels: int, classes: int) -> tuple[Path, Path]:
+    """(float ONNX, int8 QDQ ONNX) of ``arch`` with calibrated random BN."""
+    sys.path.insert(0, str(Path(__file__).parents[1] / "tests"))
+    from parity import randomize_batchnorm
+
+    torch.manual_seed(0)
+    model = mobilenets.create_model(arch, in_chans=channels, num_classes=classes).eval()
+    model = randomize_batchnorm(model, seed=1, resolution=resolution)
+    stem = f"{arch}_{resolution}_{channels}"
+    export_onnx(model, work / f"{stem}.onnx", resolution=resolution)
+    images = calibration_images(work / f"calibration_{resolution}", 32, resolution + resolution // 7)
+    report = quantize(work / f"{stem}.onnx", work / f"{stem}.int8.onnx", images, reduce_range=False)
+    return work / f"{stem}.onnx", report.path
+
+
+def make(folder: Path, *targets: str) -> str:
+    result = subprocess.run(["make", "-s", *targets], cwd=folder, capture_output=True, text=True, timeout=600)
+    if result.returncode:
+        raise RuntimeError(f"make {' '.join(targets)} in {folder} failed:\n{result.stderr[-2000:]}")
+    return result.stdout
+
+
+def size_row(work: Path, label: str, arch: str, resolution: int, channels: int, classes: int) -> str:
+    _, int8 = int8_model(work, arch, resolution, channels, classes)
+    generated = generate(int8, work / f"c_{arch}_{resolution}")
+    folder = generated.folder
+    make(folder, "test-host")
+    host = subprocess.run([str(folder / "test-host")], capture_output=True, text=True, check=True).stdout
+    text, data, _ = (int(v) for v in make(folder, "cortex-m4").strip().splitlines()[-1].split()[:3])
+    same = make(folder, "qemu-m4") == host
+    flash = text + data
+    fits = "yes" if generated.ram_bytes <= RAM_TARGET and flash <= FLASH_TARGET else "no"
+    return (
+        f"| {label} | {resolution}x{resolution}x{channels} | {generated.ram_bytes / 1024:.1f} | "
+        f"{generated.weight_bytes / 1024:.1f} | {flash / 1024:.1f} | {fits} | {'yes' if same else 'NO'} |"
+    )
+
+
+def speed_rows(work: Path) -> list[str]:
+    rows = []
+    for arch in SPEED_MODELS:
+        fp32, int8 = int8_model(work, arch, 224, 3, 1000)
+        int8_c = build_shared_library(int8, work / f"speed_{arch}_int8")
+        float_c = build_shared_library(fp32, work / f"speed_{arch}_float")
+        ort_int8 = OnnxSession(int8, threads=1)
+        x = np.random.default_rng(1).standard_normal((1, 3, 224, 224)).astype(np.float32)
+        times = interleaved(
+            {"int8 C": lambda: int8_c(x), "float C": lambda: float_c(x), "ORT int8": lambda: ort_int8(x)},
+            rounds=7,
+            iters=3,
+        )
+        ms = {name: float(np.median(values)) * 1e3 for name, values in times.items()}
+        vs_float = paired_ratio(times["int8 C"], times["float C"])
+        vs_ort = paired_ratio(times["int8 C"], times["ORT int8"])
+        rows.append(
+            f"| {arch} | {ms['int8 C']:.1f} | {ms['float C']:.1f} | {ms['ORT int8']:.1f} | "
+            f"{vs_float:.2f} ({ratio_spread(times['int8 C'], times['float C'])}) "
+            f"{'meets' if vs_float <= 0.6 else 'misses'} | "
+            f"{vs_ort:.2f} ({ratio_spread(times['int8 C'], times['ORT int8'])}) "
+            f"{'meets' if vs_ort <= 1.0 else 'misses'} |"
+        )
+        print(rows[-1], flush=True)
+    return rows
+
+
+def main() -> None:
+    for tool in ("cc", "make", "arm-none-eabi-gcc", "qemu-system-arm"):
+        if shutil.which(tool) is None:
+            sys.exit(
+                f"needs {tool}: apt-get install -y gcc make gcc-arm-none-eabi libnewlib-arm-none-eabi qemu-system-arm"
+            )
+    torch.set_num_threads(1)
+    info = machine() | {"onnxruntime": onnxruntime_version()}
+    info["arm-none-eabi-gcc"] = subprocess.run(
+        ["arm-none-eabi-gcc", "-dumpversion"], capture_output=True, text=True
+    ).stdout.strip()
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        sizes = []
+        for model in SIZE_MODELS:
+            sizes.append(size_row(work, *model))
+            print(sizes[-1], flush=True)
+        speeds = speed_rows(work)
+    body = "\n".join(
+        [
+            "## Sizes on a Cortex-M4 (int8, 8-bit weights, integer-only C)",
+            "",
+            "RAM: activation arena + one int32 accumulator row. Flash: `arm-none-eabi-size` text + data of the",
+            "whole Cortex-M4 image (weights, code, newlib-nano's printf). QEMU: the mps2-an386 image printed",
+            "exactly what the host build printed. Targets: RAM at most 64 KB, flash at most 300 KB.",
+            "",
+            "| model | input | RAM KiB | weights KiB | M4 flash KiB | fits 64 KB / 300 KB | QEMU = host |",
+            "| --- | --- | --- | --- | --- | --- | --- |",
+            *sizes,
+            "| TFLite Micro person detection (reference) | 96x96x1 | 136 (arena) | ~250-300 (model) | "
+            "model + interpreter | no | - |",
+            "",
+            "## Host speed, one thread (-O3 -march=native), 224x224, batch 1",
+            "",
+            "Median ms per image; ratios are medians of per-round ratios (quartiles in brackets).",
+            "",
+            "| model | int8 C | float C | ONNX Runtime int8 | int8 C / float C (target <= 0.6) | "
+            "int8 C / ORT int8 (target <= 1.0) |",
+            "| --- | --- | --- | --- | --- | --- |",
+            *speeds,
+        ]
+    )
+    print(write_results("mcu", "Integer-only C for microcontrollers (benchmarks/mcu.py)", body, info))
+
+
+if __name__ == "__main__":
+    main()
