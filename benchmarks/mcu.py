@@ -19,6 +19,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -104,11 +105,8 @@ def speed_rows(work: Path) -> list[str]:
         float_c = build_shared_library(fp32, work / f"speed_{arch}_float")
         ort_int8 = OnnxSession(int8, threads=1)
         x = np.random.default_rng(1).standard_normal((1, 3, 224, 224)).astype(np.float32)
-        times = interleaved(
-            {"int8 C": lambda: int8_c(x), "float C": lambda: float_c(x), "ORT int8": lambda: ort_int8(x)},
-            rounds=7,
-            iters=3,
-        )
+        runners = {"int8 C": int8_c, "float C": float_c, "ORT int8": ort_int8}
+        times = interleaved({name: partial(run, x) for name, run in runners.items()}, rounds=7, iters=3)
         ms = {name: float(np.median(values)) * 1e3 for name, values in times.items()}
         vs_float = paired_ratio(times["int8 C"], times["float C"])
         vs_ort = paired_ratio(times["int8 C"], times["ORT int8"])
