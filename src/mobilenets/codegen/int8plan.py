@@ -78,6 +78,7 @@ class Int8Plan(Plan):
     output_scale: float = 1.0
     output_zero: int = 0
     scratch_ints: int = 0  # the widest per-channel int32 accumulator row (depthwise, mean)
+    rows_bytes: int = 0  # the general convolution's im2col rows (one output row's patches)
     tables: int = 0
 
     @property
@@ -86,7 +87,7 @@ class Int8Plan(Plan):
 
     @property
     def ram_bytes(self) -> int:
-        return self.arena_floats + ARENA_SLACK + 4 * self.scratch_ints
+        return self.arena_floats + ARENA_SLACK + 4 * self.scratch_ints + self.rows_bytes
 
 
 def quantize_multiplier(real: float, where: str) -> tuple[int, int]:
@@ -505,8 +506,10 @@ class Walk:
         shift = np.array([sh for _, sh in multipliers], np.int8)
         c = geometry["c"]
         extra = {}
-        if kind == "conv1x1":
-            matrix = w4.reshape(m, c).astype(np.int8)
+        if kind in ("conv1x1", "conv"):
+            # A general convolution (the stem) runs as a 1x1 over its patches, [ky][kx][c] per pixel,
+            # with the padding filled with the input zero point (so it adds nothing).
+            matrix = w4.transpose(0, 2, 3, 1).reshape(m, -1).astype(np.int8)
             sums = matrix.astype(np.int64).sum(axis=1)
             # Padding-free: the input zero point folds into the bias, and the kernel multiplies raw int8.
             bias_q = bias_q - x.zero * sums
@@ -518,8 +521,6 @@ class Walk:
             bias_q, mult, shift = (np.pad(a, (0, padded)) for a in (bias_q, mult, shift))
         elif kind == "depthwise":
             w = w4.reshape(c, geometry["kh"], geometry["kw"]).transpose(1, 2, 0)  # [kh][kw][c]
-        else:
-            w = w4.transpose(0, 2, 3, 1)  # [m][kh][kw][c]
         if np.any(np.abs(bias_q) >= 2**31):
             raise CodegenError(f"{where}: a bias does not fit int32 at this scale")
         details = dict(
@@ -623,6 +624,14 @@ def plan_int8(path: Path, resolution: int | None = None) -> tuple[Int8Plan, dict
     plan.output_scale, plan.output_zero = output.scale, output.zero
     plan.scratch_ints = max(
         (d["c"] for kind, _, _, d in walk.steps if kind in ("depthwise", "mean")), default=0
+    )
+    plan.rows_bytes = max(
+        (
+            d["wo"] * d["kh"] * d["kw"] * d["c"] + ARENA_SLACK
+            for kind, _, _, d in walk.steps
+            if kind == "conv"
+        ),
+        default=0,
     )
     plan.tables = sum(kind == "table" for kind, _, _, _ in walk.steps)
     return plan, proto.metadata

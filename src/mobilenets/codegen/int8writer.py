@@ -54,7 +54,7 @@ def _call(kind: str, ins: list[Tensor], out: Tensor, d: dict) -> str:
         head = f"{x}, {d['h']}, {d['w']}, {d['c']}, {d['wgt']}, {d['b']}, {requant}"
         if kind == "depthwise":
             return f"q_depthwise({head}, {geometry}, S);"
-        return f"q_conv({head}, {d['m']}, {geometry});"
+        return f"q_conv({head}, {d['wsum']}, {d['m']}, {geometry}, R);"
     if kind == "table":
         return f"q_table({x}, {d['table']}, {d['n']}, {y});"
     if kind == "add":
@@ -134,6 +134,7 @@ void model_run(const float *input, float *logits);
         # end, but the bytes read must exist).
         f"static int8_t A[{plan.arena_floats + ARENA_SLACK}];  /* the activation arena (liveness plan) */",
         f"static int32_t S[{max(plan.scratch_ints, 1)}];  /* one row of per-channel accumulators */",
+        f"static int8_t R[{max(plan.rows_bytes, 1)}];  /* the stem's patches, one output row at a time */",
         c_source("kernels_int8.c").split("/* MOBILENETS_KERNELS_BEGIN */", 1)[1],
     ]
     body += [_c_array(symbol, values) for symbol, values in plan.weights]

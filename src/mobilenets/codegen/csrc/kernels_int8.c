@@ -122,6 +122,39 @@ static inline void q_depthwise(const int8_t *x, int h, int w, int c, const int8_
                         const int32_t *mult, const int8_t *shift, int kh, int kw, int sh, int sw, int dh,
                         int dw, int pt, int pl, int ho, int wo, int8_t *y, int zx, int zy, int low, int high,
                         int32_t *acc) {
+#ifdef Q_CONV1X1_AVX512
+    /* Sixteen channels at a time in one register of int32 sums: no accumulator row in memory. */
+    (void)acc;
+    const __m512i zero_x = _mm512_set1_epi32(zx), zero_y = _mm512_set1_epi32(zy);
+    const __m512i lo = _mm512_set1_epi32(low), hi = _mm512_set1_epi32(high);
+    for (int oy = 0; oy < ho; oy++)
+        for (int ox = 0; ox < wo; ox++) {
+            int8_t *yp = y + ((long)oy * wo + ox) * c;
+            for (int c0 = 0; c0 < c; c0 += 16) {
+                const __mmask16 keep = (__mmask16)((1u << (c - c0 < 16 ? c - c0 : 16)) - 1u);
+                __m512i sum = _mm512_maskz_loadu_epi32(keep, bias + c0);
+                for (int ky = 0; ky < kh; ky++) {
+                    const int iy = oy * sh - pt + ky * dh;
+                    if (iy < 0 || iy >= h) continue;
+                    for (int kx = 0; kx < kw; kx++) {
+                        const int ix = ox * sw - pl + kx * dw;
+                        if (ix < 0 || ix >= w) continue;
+                        const __m512i xv = _mm512_sub_epi32(
+                            _mm512_cvtepi8_epi32(_mm_maskz_loadu_epi8(keep, x + ((long)iy * w + ix) * c + c0)), zero_x);
+                        const __m512i wv = _mm512_cvtepi8_epi32(_mm_maskz_loadu_epi8(keep, wgt + (ky * kw + kx) * c + c0));
+                        sum = _mm512_add_epi32(sum, _mm512_mullo_epi32(xv, wv));
+                    }
+                }
+                const __m512i total = _mm512_sub_epi32(_mm512_set1_epi32(31),
+                                                       _mm512_cvtepi8_epi32(_mm_maskz_loadu_epi8(keep, shift + c0)));
+                __m512i v = q_requantize16(sum, _mm512_maskz_loadu_epi32(keep, mult + c0),
+                                           _mm512_and_si512(total, _mm512_set1_epi64(0xFFFFFFFF)),
+                                           _mm512_srli_epi64(total, 32));
+                v = _mm512_min_epi32(_mm512_max_epi32(_mm512_add_epi32(v, zero_y), lo), hi);
+                _mm_mask_storeu_epi8(yp + c0, keep, _mm512_cvtepi32_epi8(v));
+            }
+        }
+#else
     for (int oy = 0; oy < ho; oy++)
         for (int ox = 0; ox < wo; ox++) {
             memcpy(acc, bias, sizeof(int32_t) * (size_t)c);
@@ -139,34 +172,48 @@ static inline void q_depthwise(const int8_t *x, int h, int w, int c, const int8_
             int8_t *yp = y + ((long)oy * wo + ox) * c;
             for (int ch = 0; ch < c; ch++) yp[ch] = q_clamp(zy + q_requantize(acc[ch], mult[ch], shift[ch]), low, high);
         }
+#endif
 }
 
-/* Any other ungrouped convolution (the stem), weights [m][kh][kw][c]. */
+/* Any other ungrouped convolution (the stem): each output row's patches ([ky][kx][c] per pixel, the
+ * padding filled with the input zero point, which the folded bias cancels) are gathered into rows, a
+ * scratch of wo * kh * kw * c bytes plus slack, and multiplied as a 1x1 convolution. */
 static inline void q_conv(const int8_t *x, int h, int w, int c, const int8_t *wgt, const int32_t *bias,
-                   const int32_t *mult, const int8_t *shift, int m, int kh, int kw, int sh, int sw, int dh,
-                   int dw, int pt, int pl, int ho, int wo, int8_t *y, int zx, int zy, int low, int high) {
-    for (int oy = 0; oy < ho; oy++)
+                          const int32_t *mult, const int8_t *shift, const int32_t *wsum, int m, int kh, int kw,
+                          int sh, int sw, int dh, int dw, int pt, int pl, int ho, int wo, int8_t *y, int zx,
+                          int zy, int low, int high, int8_t *rows) {
+    const int patch = kh * kw * c;
+    for (int oy = 0; oy < ho; oy++) {
+        int8_t *r = rows;
         for (int ox = 0; ox < wo; ox++)
-            for (int o = 0; o < m; o++) {
-                int32_t acc = bias[o];
-                for (int ky = 0; ky < kh; ky++) {
-                    const int iy = oy * sh - pt + ky * dh;
-                    if (iy < 0 || iy >= h) continue;
-                    for (int kx = 0; kx < kw; kx++) {
-                        const int ix = ox * sw - pl + kx * dw;
-                        if (ix < 0 || ix >= w) continue;
-                        const int8_t *xp = x + ((long)iy * w + ix) * c;
-                        const int8_t *wp = wgt + (((long)o * kh + ky) * kw + kx) * c;
-                        for (int ch = 0; ch < c; ch++) acc += ((int32_t)xp[ch] - zx) * wp[ch];
-                    }
+            for (int ky = 0; ky < kh; ky++) {
+                const int iy = oy * sh - pt + ky * dh;
+                for (int kx = 0; kx < kw; kx++, r += c) {
+                    const int ix = ox * sw - pl + kx * dw;
+                    if (iy < 0 || iy >= h || ix < 0 || ix >= w) memset(r, zx, (size_t)c);
+                    else memcpy(r, x + ((long)iy * w + ix) * c, (size_t)c);
                 }
-                y[((long)oy * wo + ox) * m + o] = q_clamp(zy + q_requantize(acc, mult[o], shift[o]), low, high);
             }
+        q_conv1x1(rows, wo, patch, wgt, bias, wsum, mult, shift, m, y + (long)oy * wo * m, zy, low, high);
+    }
 }
 
 /* An elementwise op of one int8 tensor (h-swish, h-sigmoid, ReLU, a requantization): its 256 values. */
 static inline void q_table(const int8_t *x, const int8_t *table, int n, int8_t *y) {
-    for (int i = 0; i < n; i++) y[i] = table[(uint8_t)(x[i] + 128)];
+    int i = 0;
+#if defined(Q_CONV1X1_AVX512) && defined(__AVX512VBMI__)
+    /* 64 lookups per instruction pair: vpermi2b picks from 128 entries by the low 7 bits, and the index's
+     * top bit chooses between the table's two halves. */
+    const __m512i t0 = _mm512_loadu_si512(table), t1 = _mm512_loadu_si512(table + 64);
+    const __m512i t2 = _mm512_loadu_si512(table + 128), t3 = _mm512_loadu_si512(table + 192);
+    for (; i + 64 <= n; i += 64) {
+        const __m512i index = _mm512_xor_si512(_mm512_loadu_si512(x + i), _mm512_set1_epi8((char)0x80));
+        const __m512i low_half = _mm512_permutex2var_epi8(t0, index, t1);
+        const __m512i high_half = _mm512_permutex2var_epi8(t2, index, t3);
+        _mm512_storeu_si512(y + i, _mm512_mask_blend_epi8(_mm512_movepi8_mask(index), low_half, high_half));
+    }
+#endif
+    for (; i < n; i++) y[i] = table[(uint8_t)(x[i] + 128)];
 }
 
 /* Residual add: y = zy + ((a - za) * ma + (b - zb) * mb) / 2^total, one rounding; ma / 2^total and
@@ -184,7 +231,24 @@ static inline void q_add(const int8_t *a, const int8_t *b, int n, int za, int zb
  * squeeze-and-excite gate. */
 static inline void q_mul(const int8_t *a, const int8_t *b, int n, int channels, int za, int zb, int32_t m, int s,
                   int zy, int low, int high, int8_t *y) {
-    for (int i = 0; i < n; i++) {
+    int i = 0;
+#ifdef Q_CONV1X1_AVX512
+    if (channels) { /* the SE gate: per pixel, sixteen channels at a time */
+        const __m512i zero_a = _mm512_set1_epi32(za), zero_b = _mm512_set1_epi32(zb), zero_y = _mm512_set1_epi32(zy);
+        const __m512i lo = _mm512_set1_epi32(low), hi = _mm512_set1_epi32(high), mult = _mm512_set1_epi32(m);
+        const __m512i total = _mm512_set1_epi64(31 - s);
+        for (; i < n; i += channels)
+            for (int c0 = 0; c0 < channels; c0 += 16) {
+                const __mmask16 keep = (__mmask16)((1u << (channels - c0 < 16 ? channels - c0 : 16)) - 1u);
+                const __m512i va = _mm512_sub_epi32(_mm512_cvtepi8_epi32(_mm_maskz_loadu_epi8(keep, a + i + c0)), zero_a);
+                const __m512i vb = _mm512_sub_epi32(_mm512_cvtepi8_epi32(_mm_maskz_loadu_epi8(keep, b + c0)), zero_b);
+                __m512i v = _mm512_add_epi32(q_requantize16(_mm512_mullo_epi32(va, vb), mult, total, total), zero_y);
+                v = _mm512_min_epi32(_mm512_max_epi32(v, lo), hi);
+                _mm_mask_storeu_epi8(y + i + c0, keep, _mm512_cvtepi32_epi8(v));
+            }
+    }
+#endif
+    for (; i < n; i++) {
         const int32_t vb = (int32_t)b[channels ? i % channels : i] - zb;
         y[i] = q_clamp(zy + q_requantize(((int32_t)a[i] - za) * vb, m, s), low, high);
     }
