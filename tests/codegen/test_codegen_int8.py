@@ -2,6 +2,7 @@
 Runtime running the same file, and the same program on a simulated Cortex-M4 and Cortex-M55 (QEMU)."""
 
 import ctypes
+import os
 import re
 import subprocess
 from importlib import resources
@@ -99,7 +100,32 @@ def traced_library(onnx_path, folder, flags=("-O2",)):
     return library
 
 
-@pytest.mark.parametrize("flags", [("-O2",), ("-O3", "-march=native")], ids=["plain", "native"])
+def _cpu_has(*flags: str) -> bool:
+    text = open("/proc/cpuinfo").read() if os.path.exists("/proc/cpuinfo") else ""
+    return all(f" {flag}" in text for flag in flags)
+
+
+# Every kernel path: plain C, AVX2 without VNNI (plain loops, vectorised by the compiler), AVX-512 VNNI
+# without VBMI (Cascade Lake: tables in plain C) and whatever this CPU has.
+BUILDS = [
+    pytest.param(("-O2",), id="plain"),
+    pytest.param(
+        ("-O3", "-march=haswell"),
+        id="avx2",
+        marks=pytest.mark.skipif(not _cpu_has("avx2"), reason="the CPU lacks AVX2"),
+    ),
+    pytest.param(
+        ("-O3", "-march=cascadelake"),
+        id="avx512-vnni",
+        marks=pytest.mark.skipif(
+            not _cpu_has("avx512_vnni", "avx512bw"), reason="the CPU lacks AVX-512 VNNI"
+        ),
+    ),
+    pytest.param(("-O3", "-march=native"), id="native"),
+]
+
+
+@pytest.mark.parametrize("flags", BUILDS)
 def test_every_integer_step_equals_onnxruntime(random_int8, tmp_path, c_toolchain, flags):
     """Each step of the C (conv, depthwise, 1x1, h-swish and gate tables, SE multiply, residual add, mean,
     classifier), given ONNX Runtime's int8 input to it, gives ONNX Runtime's int8 output: exactly for
