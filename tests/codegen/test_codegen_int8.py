@@ -2,10 +2,10 @@
 Runtime running the same file, and the same program on a simulated Cortex-M4 and Cortex-M55 (QEMU)."""
 
 import ctypes
-import os
 import re
 import subprocess
 from importlib import resources
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -101,7 +101,8 @@ def traced_library(onnx_path, folder, flags=("-O2",)):
 
 
 def _cpu_has(*flags: str) -> bool:
-    text = open("/proc/cpuinfo").read() if os.path.exists("/proc/cpuinfo") else ""
+    cpuinfo = Path("/proc/cpuinfo")
+    text = cpuinfo.read_text() if cpuinfo.exists() else ""
     return all(f" {flag}" in text for flag in flags)
 
 
