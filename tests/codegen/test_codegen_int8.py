@@ -361,3 +361,21 @@ def test_grayscale_pipeline_from_training_to_the_microcontroller_program(tmp_pat
     lines = printed.strip().splitlines()
     assert lines[0].startswith("test image: top-5 int8 logits") and len(lines) == 6
     assert {line.split(None, 1)[1] for line in lines[1:]} <= set(mobilenets.data.demo.CLASSES)
+    # A photo through the NumPy runner and through the C program's own PPM reader: both make it
+    # grayscale (luma) and agree on the scores.
+    picture = tmp_path / "shape.ppm"
+    mobilenets.data.demo.image("val", 3, size=64)[0].save(picture)
+    assert main(["run", str(int8_path), str(picture), "--top-k", "6"]) == 0
+    runner = {
+        line.split()[-1]: float(line.split()[0].rstrip("%")) for line in capsys.readouterr().out.splitlines()
+    }
+    subprocess.run(["make", "-s", "model"], cwd=tmp_path / "c", check=True, capture_output=True)
+    result = subprocess.run(
+        [str(tmp_path / "c" / "model"), str(picture), "--top-k", "6"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    c_program = {line.split()[-1]: float(line.split()[0].rstrip("%")) for line in result.stdout.splitlines()}
+    assert set(c_program) == set(runner) == set(mobilenets.data.demo.CLASSES)
+    assert all(abs(c_program[name] - runner[name]) < 5 for name in runner), (c_program, runner)

@@ -107,8 +107,9 @@ def _resize_axis(array: np.ndarray, size: int, axis: int) -> np.ndarray:
 
 
 def preprocess(pixels: np.ndarray, preprocessing: dict, size: int, whole: bool = False) -> np.ndarray:
-    """(H, W, 3) uint8 -> (1, 3, size, size) float32, as the metadata says: the shorter side resized and
-    the centre cropped, or with ``whole`` (a detector) the whole image resized to size x size."""
+    """(H, W, 3) uint8 -> (1, C, size, size) float32, as the metadata says: the shorter side resized and
+    the centre cropped, or with ``whole`` (a detector) the whole image resized to size x size; C is 1
+    (luma) when the metadata gives one mean and std, else 3."""
     height, width = pixels.shape[:2]
     if whole:
         image = _resize_axis(_resize_axis(pixels.astype(np.float32), size, 0), size, 1) / 255.0
@@ -120,6 +121,8 @@ def preprocess(pixels: np.ndarray, preprocessing: dict, size: int, whole: bool =
         image = _resize_axis(_resize_axis(pixels.astype(np.float32), new_h, 0), new_w, 1)
         top, left = (new_h - size) // 2, (new_w - size) // 2
         image = image[top : top + size, left : left + size] / 255.0
+    if len(preprocessing["mean"]) == 1:  # a grayscale model: ITU-R 601 luma, as PIL's "L"
+        image = image @ np.array([[0.299], [0.587], [0.114]], np.float32)
     image = (image - np.asarray(preprocessing["mean"], np.float32)) / np.asarray(
         preprocessing["std"], np.float32
     )

@@ -59,6 +59,9 @@ static int load_ppm(const char *path) {
                     total += wy * wx;
                 }
             }
+#if MODEL_INPUT_CHANNELS == 1 /* grayscale models: ITU-R 601 luma, as PIL's "L" and torchvision's Grayscale */
+            acc[0] = 0.299 * acc[0] + 0.587 * acc[1] + 0.114 * acc[2];
+#endif
             for (int c = 0; c < MODEL_INPUT_CHANNELS; c++)
                 input[(c * MODEL_INPUT_HEIGHT + oy) * MODEL_INPUT_WIDTH + ox] =
                     (float)((acc[c % 3] / total / 255.0 - model_mean[c]) / model_std[c]);
