@@ -276,8 +276,8 @@ def test_what_the_int8_generator_cannot_take_is_named(demo_onnx, tmp_path):
     )
     with pytest.raises(
         CodegenError,
-        match=r"node '/blocks/\d+/se/\w+' \(\w+\): .*not dequantized from int8|"
-        r"never quantized",
+        match=r"node '/blocks/0/se/conv_reduce/Conv' \(Conv\): input 'mean' is a float result that was never "
+        r"quantized \(ReduceMean -> Conv with no QuantizeLinear between\); .* \(quantize without --keep-float\)",
     ):
         generate(kept.path, tmp_path / "a")
     with pytest.raises(
@@ -379,3 +379,54 @@ def test_grayscale_pipeline_from_training_to_the_microcontroller_program(tmp_pat
     c_program = {line.split()[-1]: float(line.split()[0].rstrip("%")) for line in result.stdout.splitlines()}
     assert set(c_program) == set(runner) == set(mobilenets.data.demo.CLASSES)
     assert all(abs(c_program[name] - runner[name]) < 5 for name in runner), (c_program, runner)
+
+
+def test_hostile_qdq_files_are_refused_by_name(person, tmp_path):
+    """A QDQ file edited by hand: a weight's DequantizeLinear without its scale, with an axis outside the
+    weights, a Conv without weights, an op the generator lacks. Each is refused naming the node."""
+    import onnx
+
+    def broken(change, name):
+        model = onnx.load(str(person))
+        change(model.graph)
+        path = tmp_path / f"{name}.onnx"
+        onnx.save(model, str(path))
+        return path
+
+    def weight_dq(graph):
+        return next(
+            n
+            for n in graph.node
+            if n.op_type == "DequantizeLinear" and n.input[0].endswith("weight_quantized")
+        )
+
+    def drop_scale(graph):
+        node = weight_dq(graph)
+        del node.input[1:]
+
+    def bad_axis(graph):
+        node = weight_dq(graph)
+        for attribute in node.attribute:
+            if attribute.name == "axis":
+                attribute.i = 7
+
+    def no_weights(graph):
+        conv = next(n for n in graph.node if n.op_type == "Conv")
+        del conv.input[1:]
+
+    def foreign_op(graph):
+        next(n for n in graph.node if n.op_type == "Conv").op_type = "ConvTranspose"
+
+    cases = [
+        (drop_scale, r"node '[\w.]+weight_DequantizeLinear' \(DequantizeLinear\): needs a scale"),
+        (bad_axis, r"\(DequantizeLinear\): axis 7 is outside the 4-D constant"),
+        (no_weights, r"node '/stem/conv/Conv' \(Conv\): needs the weights \(input 1\)"),
+        (
+            foreign_op,
+            r"\(ConvTranspose\): op ConvTranspose is not supported by the int8 C generator; supported: ",
+        ),
+    ]
+    for change, message in cases:
+        with pytest.raises(CodegenError, match=message):
+            generate(broken(change, change.__name__), tmp_path / change.__name__)
+        assert not (tmp_path / change.__name__).exists()

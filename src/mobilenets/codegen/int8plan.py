@@ -65,8 +65,10 @@ class Pending:
     node: object
     inputs: list  # QTensor or Constant, per kind
     shape: tuple[int, ...]
-    activations: list = field(default_factory=list)  # (op, low, high) folded into the clamp
+    activations: list = field(default_factory=list)  # (low, high) bounds folded into the clamp
     function: object = None  # table: real -> real (NumPy float32 in, out)
+    conv: tuple | None = None  # conv: (kernel kind, geometry) from conv_geometry
+    transposed_b: bool = False  # gemm: B is stored (out, in)
 
 
 @dataclass
@@ -83,7 +85,7 @@ class Int8Plan(Plan):
 
     @property
     def weight_bytes(self) -> int:
-        return sum(values.nbytes for _, values in self.weights)
+        return sum(values.nbytes for _, values in self.weights)  # int8, int32 arrays as they are
 
     @property
     def ram_bytes(self) -> int:
@@ -191,9 +193,11 @@ class Walk:
             "generator takes QDQ files from `mobilenets quantize` (without --keep-float)"
         )
 
-    def constant(self, node, index: int, what: str) -> Constant | None:
+    def constant(self, node, index: int, what: str, required: bool = False) -> Constant | None:
         name = node.inputs[index] if index < len(node.inputs) else ""
         if not name:
+            if required:
+                raise CodegenError(f"{self.where(node)}: needs the {what} (input {index})")
             return None
         if name in self.constants:
             return self.constants[name]
@@ -242,8 +246,8 @@ class Walk:
             self.q[out] = tensor
             return
         if source in self.dq:  # DequantizeLinear -> QuantizeLinear: a requantization
-            pending = Pending("table", node, [self.q[self.dq[source]]], self.q[self.dq[source]].shape)
-            pending.function = lambda x: x
+            x = self.q[self.dq[source]]
+            pending = Pending("table", node, [x], x.shape, function=lambda v: v)
         elif source in self.pending:
             pending = self.pending.pop(source)
         else:
@@ -270,11 +274,15 @@ class Walk:
             self.dq[out] = source
             return
         values = self.initializer(node, 0, "quantized constant")
+        if scale is None:
+            raise CodegenError(f"{where}: needs a scale")
         if values.dtype not in (np.int8, np.uint8, np.int32):
             raise CodegenError(
                 f"{where}: constant {source!r} has type {values.dtype}; int8 or int32 expected"
             )
         axis = node.attributes.get("axis", 1)
+        if not isinstance(axis, int) or not -max(values.ndim, 1) <= axis < max(values.ndim, 1):
+            raise CodegenError(f"{where}: axis {axis!r} is outside the {values.ndim}-D constant {source!r}")
         if scale.size > 1 and (scale.ndim != 1 or values.ndim == 0 or scale.size != values.shape[axis]):
             raise CodegenError(f"{where}: {scale.size} scales do not match axis {axis} of {values.shape}")
         zero = np.zeros(1, np.int64) if zero is None else zero.astype(np.int64).ravel()
@@ -288,30 +296,27 @@ class Walk:
 
     def op_Conv(self, node, out) -> None:
         x = self.activation(node, 0)
-        weights = self.constant(node, 1, "weights")
+        weights = self.constant(node, 1, "weights", required=True)
         kind, geometry = conv_geometry(node.attributes, self.where(node), x.shape, weights.values.shape)
         bias = self.constant(node, 2, "bias")
         shape = (1, geometry["m"], geometry["ho"], geometry["wo"])
-        pending = Pending("conv", node, [x, weights, bias], shape)
-        pending.function = (kind, geometry)
-        self.pending[out] = pending
+        self.pending[out] = Pending("conv", node, [x, weights, bias], shape, conv=(kind, geometry))
 
     def op_Gemm(self, node, out) -> None:
         a, where = node.attributes, self.where(node)
         if a.get("transA", 0) or a.get("alpha", 1.0) != 1.0 or a.get("beta", 1.0) != 1.0:
             raise CodegenError(f"{where}: only Gemm with transA=0, alpha=beta=1 is supported")
         x = self.activation(node, 0)
-        weights = self.constant(node, 1, "B matrix")
+        weights = self.constant(node, 1, "B matrix", required=True)
         if weights.values.ndim != 2:
             raise CodegenError(f"{where}: B must be 2-D")
         n_in = weights.values.shape[1] if a.get("transB", 0) else weights.values.shape[0]
         if x.shape != (1, n_in):
             raise CodegenError(f"{where}: input shape {x.shape} does not match B {weights.values.shape}")
-        pending = Pending("gemm", node, [x, weights, self.constant(node, 2, "C (bias)")], (1, 0))
-        n_out = weights.values.shape[0] if a.get("transB", 0) else weights.values.shape[1]
-        pending.shape = (1, n_out)
-        pending.function = bool(a.get("transB", 0))
-        self.pending[out] = pending
+        transposed = bool(a.get("transB", 0))
+        n_out = weights.values.shape[0] if transposed else weights.values.shape[1]
+        inputs = [x, weights, self.constant(node, 2, "C (bias)")]
+        self.pending[out] = Pending("gemm", node, inputs, (1, n_out), transposed_b=transposed)
 
     def _binary(self, node, out, kind: str) -> None:
         if len(node.inputs) != 2:
@@ -327,11 +332,8 @@ class Walk:
         # x * table(x) (h-swish as exported: x * h-sigmoid(x)) is a function of x alone: one table.
         for a, b in ((first, second), (second, first)):
             if self.tables_of.get(b.name, (None,))[0] == a.name and kind == "mul":
-                table = self.tables_of[b.name][1]
-                pending = Pending("table", node, [a], a.shape)
-                scale_b, zero_b = b.scale, b.zero
-                pending.function = _times_table(a, table, scale_b, zero_b)
-                self.pending[out] = pending
+                function = _times_table(a, self.tables_of[b.name][1], b.scale, b.zero)
+                self.pending[out] = Pending("table", node, [a], a.shape, function=function)
                 return
         self.pending[out] = Pending(kind, node, [big, small], big.shape)
 
@@ -370,9 +372,7 @@ class Walk:
             self.pending[out] = pending
             return
         x = self.activation(node, 0)
-        pending = Pending("table", node, [x], x.shape)
-        pending.function = function
-        self.pending[out] = pending
+        self.pending[out] = Pending("table", node, [x], x.shape, function=function)
 
     def op_Relu(self, node, out) -> None:
         self._elementwise(node, out, lambda x: np.maximum(x, np.float32(0)), (0.0, math.inf))
@@ -412,8 +412,7 @@ class Walk:
             pending.shape = (1, int(np.prod(shape)))
         else:
             x = self.activation(node, 0)
-            pending = Pending("table", node, [x], (1, x.size))
-            pending.function = lambda v: v
+            pending = Pending("table", node, [x], (1, x.size), function=lambda v: v)
         self.pending[out] = pending
 
     # ---- integer steps ---------------------------------------------------------------------------
@@ -471,15 +470,15 @@ class Walk:
                 f"{where}: weights must be int8 with zero point 0 (symmetric), as quantize writes"
             )
         if pending.kind == "gemm":
-            matrix = weights.values if pending.function else weights.values.T  # (out, in)
-            out_axis = 0 if pending.function else 1
+            matrix = weights.values if pending.transposed_b else weights.values.T  # (out, in)
+            out_axis = 0 if pending.transposed_b else 1
             m = matrix.shape[0]
             kind, geometry = "conv1x1", dict(h=1, w=1, c=matrix.shape[1], m=m, ho=1, wo=1)
             if weights.scale.size > 1 and weights.axis != out_axis:
                 raise CodegenError(f"{where}: per-channel weight scales must run along the output axis")
             w4 = matrix.reshape(m, -1, 1, 1)
         else:
-            kind, geometry = pending.function
+            kind, geometry = pending.conv
             m = geometry["m"]
             w4 = weights.values
             if weights.scale.size > 1 and weights.axis != 0:
@@ -577,10 +576,9 @@ ATTRIBUTES = {
 }
 
 
-def is_quantized(path: Path) -> bool:
-    """Whether an ONNX file holds QuantizeLinear nodes (a QDQ file)."""
-    graph = parse_model(Path(path).read_bytes()).graph
-    return any(node.op_type == "QuantizeLinear" for node in graph.nodes)
+def is_quantized(proto) -> bool:
+    """Whether a parsed ONNX model holds QuantizeLinear nodes (a QDQ file)."""
+    return any(node.op_type == "QuantizeLinear" for node in proto.graph.nodes)
 
 
 def _live_steps(steps: list, output: str) -> list:
@@ -593,9 +591,10 @@ def _live_steps(steps: list, output: str) -> list:
     return kept[::-1]
 
 
-def plan_int8(path: Path, resolution: int | None = None) -> tuple[Int8Plan, dict]:
-    """Plan a QDQ file's integer steps, weights and arena (in bytes); refuses what it cannot run."""
-    proto = parse_model(Path(path).read_bytes())
+def plan_int8(path: Path, resolution: int | None = None, proto=None) -> tuple[Int8Plan, dict]:
+    """Plan a QDQ file's (or its parsed ``proto``'s) integer steps, weights and arena (in bytes); refuses
+    what it cannot run."""
+    proto = proto or parse_model(Path(path).read_bytes())
     graph = proto.graph
     input_name, input_shape = _input_shape(graph, graph.initializers, resolution)
     walk = Walk(graph, input_name, input_shape)

@@ -83,9 +83,9 @@ void (*model_trace)(int step, const char *name, int8_t *values, int count) = 0;
 #endif"""
 
 
-def int8_sources(onnx_path: Path, resolution: int | None, c_source, banner: str) -> dict:
+def int8_sources(onnx_path: Path, proto, resolution: int | None, c_source, banner: str) -> dict:
     """Every file's text (and the plan under "plan"); nothing from the file reaches them unescaped."""
-    plan, meta = plan_int8(onnx_path, resolution)
+    plan, meta = plan_int8(onnx_path, resolution, proto)
     _, c, h, w = plan.input_shape
     names = metadata.class_names(meta)
     pre = metadata.preprocessing(meta, channels=c)

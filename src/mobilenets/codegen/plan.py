@@ -49,6 +49,16 @@ class Plan:
     output_size: int = 0
     widest_mean: int = 0  # channels of the widest spatial mean (its kernel keeps a 4096-float sum)
 
+    @property
+    def weight_bytes(self) -> int:
+        """What ``static const`` holds: the flash the weights need (the float C writes every one as 32 bits)."""
+        return sum(values.size * 4 for _, values in self.weights)
+
+    @property
+    def ram_bytes(self) -> int:
+        """The activation arena: the RAM the model needs."""
+        return self.arena_floats * 4
+
 
 def _pack_panels(matrix: np.ndarray) -> np.ndarray:
     """(cout, cin) 1x1 weights as the conv1x1 kernel reads them: column panels of width 16 (then one of
@@ -348,10 +358,11 @@ def _check_node(node) -> None:
         raise CodegenError(f"{where}: needs exactly one output, has {len(node.outputs)}")
 
 
-def plan_model(path: Path, resolution: int | None) -> tuple[Plan, dict]:
-    """Read the ONNX file, check every node and attribute, and plan steps, weights and arena offsets;
-    a CodegenError names the first node the generator cannot take. Nothing is written."""
-    proto = parse_model(Path(path).read_bytes())
+def plan_model(path: Path, resolution: int | None, proto=None) -> tuple[Plan, dict]:
+    """Read the ONNX file (or take its parsed ``proto``), check every node and attribute, and plan steps,
+    weights and arena offsets; a CodegenError names the first node the generator cannot take. Nothing is
+    written."""
+    proto = proto or parse_model(Path(path).read_bytes())
     graph = proto.graph
     init = graph.initializers
     input_name, input_shape = _input_shape(graph, init, resolution)

@@ -30,6 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from ..runtime import metadata
+from ..runtime.protobuf import parse_model
 from .int8plan import Int8Plan, is_quantized
 from .int8writer import int8_sources
 from .literals import LiteralError, c_comment, c_float, c_string
@@ -167,13 +168,14 @@ def generate(
     compile-c output (``overwrite`` lifts that)."""
     out = Path(out)
     check_output_folder(out, overwrite)
-    if int8 and not is_quantized(Path(onnx_path)):
+    proto = parse_model(Path(onnx_path).read_bytes())  # parsed once: the int8 check and the plan share it
+    if int8 and not is_quantized(proto):
         raise CodegenError(
             f"{onnx_path} is not an int8 QDQ model: make one with `mobilenets quantize {onnx_path} -o "
             "MODEL.int8.onnx --calibration IMAGES`"
         )
     try:
-        sources = _sources(Path(onnx_path), resolution)
+        sources = _sources(Path(onnx_path), proto, resolution)
     except (LiteralError, metadata.MetadataError) as error:
         raise CodegenError(f"{onnx_path}: {error}") from None
     plan = sources.pop("plan")
@@ -184,17 +186,13 @@ def generate(
             (out / name).unlink()
     for name, text in sources.items():
         (out / name).write_text(text)
-    if isinstance(plan, Int8Plan):
-        return GeneratedC(out, plan.arena_floats, plan.weight_bytes, plan.output_size, True, plan.ram_bytes)
-    weight_bytes = sum(values.size * 4 for _, values in plan.weights)
-    arena = plan.arena_floats * 4
-    return GeneratedC(out, arena, weight_bytes, plan.output_size, False, arena)
+    int8 = isinstance(plan, Int8Plan)
+    arena = plan.arena_floats * (1 if int8 else 4)
+    return GeneratedC(out, arena, plan.weight_bytes, plan.output_size, int8, plan.ram_bytes)
 
 
 def _check_budget(plan: Plan, onnx_path, max_ram: int | None, max_flash: int | None) -> None:
-    int8 = isinstance(plan, Int8Plan)
-    ram = plan.ram_bytes if int8 else plan.arena_floats * 4
-    flash = plan.weight_bytes if int8 else sum(values.size * 4 for _, values in plan.weights)
+    ram, flash = plan.ram_bytes, plan.weight_bytes
     problems = []
     if max_ram is not None and ram > max_ram:
         problems.append(
@@ -205,16 +203,20 @@ def _check_budget(plan: Plan, onnx_path, max_ram: int | None, max_flash: int | N
             f"flash {flash:,} bytes (the weights alone, before code) exceeds --max-flash {max_flash:,}"
         )
     if problems:
-        hint = "" if int8 else "; an int8 model (mobilenets quantize) needs a quarter of both"
+        hint = (
+            ""
+            if isinstance(plan, Int8Plan)
+            else "; an int8 model (mobilenets quantize) needs a quarter of both"
+        )
         raise CodegenError(f"{onnx_path}: " + "; ".join(problems) + hint)
 
 
-def _sources(onnx_path: Path, resolution: int | None) -> dict:
+def _sources(onnx_path: Path, proto, resolution: int | None) -> dict:
     """The files' texts (and the plan under "plan"); nothing from the file reaches them unescaped. A QDQ
     file (int8, from ``mobilenets quantize``) gets the integer-only C of :mod:`.int8writer`."""
-    if is_quantized(onnx_path):
-        return int8_sources(onnx_path, resolution, c_source, BANNER)
-    plan, meta = plan_model(onnx_path, resolution)
+    if is_quantized(proto):
+        return int8_sources(onnx_path, proto, resolution, c_source, BANNER)
+    plan, meta = plan_model(onnx_path, resolution, proto)
     _, c, h, w = plan.input_shape
     names = metadata.class_names(meta)
     pre = metadata.preprocessing(meta, channels=c)
