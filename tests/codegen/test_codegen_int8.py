@@ -430,3 +430,18 @@ def test_hostile_qdq_files_are_refused_by_name(person, tmp_path):
         with pytest.raises(CodegenError, match=message):
             generate(broken(change, change.__name__), tmp_path / change.__name__)
         assert not (tmp_path / change.__name__).exists()
+
+
+def test_overwrite_keeps_a_users_files_that_share_a_generated_name(person, demo_onnx, tmp_path):
+    """--overwrite into a user's folder replaces only what it writes: a float model there leaves the
+    user's own startup.c alone; over compile-c's own int8 output it removes the int8-only files."""
+    folder = tmp_path / "project"
+    folder.mkdir()
+    (folder / "startup.c").write_text("/* mine */\n")
+    generate(demo_onnx / "model.onnx", folder, overwrite=True)
+    assert (folder / "startup.c").read_text() == "/* mine */\n"
+    ours = tmp_path / "ours"
+    generate(person, ours)
+    assert (ours / "mcu_main.c").is_file()
+    generate(demo_onnx / "model.onnx", ours)
+    assert not (ours / "mcu_main.c").exists() and not (ours / "model_io.c").exists()

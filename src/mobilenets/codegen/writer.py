@@ -181,9 +181,13 @@ def generate(
     plan = sources.pop("plan")
     _check_budget(plan, onnx_path, max_ram, max_flash)
     out.mkdir(parents=True, exist_ok=True)
-    for name in INT8_FILES:  # a float model written over an int8 one leaves no stale int8 files
-        if name not in sources and (out / name).is_file():
-            (out / name).unlink()
+    # A float model over our own int8 output leaves no stale int8 files; a user's files are never removed.
+    header = out / "model.h"
+    previous = header.read_text(errors="replace") if header.is_file() else ""
+    if previous.startswith(BANNER) and "(int8)" in previous.splitlines()[0]:
+        for name in INT8_FILES:
+            if name not in sources and (out / name).is_file():
+                (out / name).unlink()
     for name, text in sources.items():
         (out / name).write_text(text)
     int8 = isinstance(plan, Int8Plan)
