@@ -47,6 +47,56 @@ static inline __m512i q_requantize16(__m512i acc, __m512i mult, __m512i total_ev
         _mm512_add_epi64(odd, _mm512_sllv_epi64(one, _mm512_sub_epi64(total_odd, one))), total_odd);
     return _mm512_mask_blend_epi32(0xAAAA, re, _mm512_slli_epi64(ro, 32));
 }
+
+/* One panel's requantization constants, kept in registers while its pixels pass. */
+typedef struct { __m512i start, mul, total_even, total_odd; __mmask16 keep; int o0; } q_panel16;
+static inline q_panel16 q_panel_constants(const int32_t *bias, const int32_t *wsum, const int32_t *mult,
+                                          const int8_t *shift, int m, int panel) {
+    q_panel16 q;
+    q.o0 = panel * 16;
+    const int width = m - q.o0 < 16 ? m - q.o0 : 16;
+    q.keep = (__mmask16)((1u << width) - 1u);
+    q.start = _mm512_sub_epi32(_mm512_loadu_si512(bias + q.o0), _mm512_loadu_si512(wsum + q.o0));
+    q.mul = _mm512_loadu_si512(mult + q.o0);
+    const __m512i total = _mm512_sub_epi32(_mm512_set1_epi32(31),
+                                           _mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(shift + q.o0))));
+    q.total_even = _mm512_and_si512(total, _mm512_set1_epi64(0xFFFFFFFF));
+    q.total_odd = _mm512_srli_epi64(total, 32);
+    return q;
+}
+static inline __attribute__((always_inline)) void q_store16(int8_t *y, const q_panel16 *q, __m512i acc, __m512i zero_y,
+                                                            __m512i lo, __m512i hi) {
+    __m512i v = _mm512_add_epi32(q_requantize16(acc, q->mul, q->total_even, q->total_odd), zero_y);
+    v = _mm512_min_epi32(_mm512_max_epi32(v, lo), hi);
+    _mm_mask_storeu_epi8(y + q->o0, q->keep, _mm512_cvtepi32_epi8(v));
+}
+/* PIXELS pixels x PANELS panels of 16 output channels (both constants once inlined): up to 8 x 2 = 16
+ * accumulators stay in registers across the input channels, and each broadcast input word feeds
+ * PANELS vpdpbusd, each weight load PIXELS of them (one of each per vpdpbusd with 4 x 1, the old
+ * blocking, left the multiplier waiting on its own latency). */
+static inline __attribute__((always_inline)) void q_block(const int8_t *x0, int c, int c4, const int8_t *w0,
+                                                          const int8_t *w1, const q_panel16 *q0, const q_panel16 *q1,
+                                                          const int pixels, const int panels, int8_t *y, int m,
+                                                          __m512i zero_y, __m512i lo, __m512i hi) {
+    __m512i acc[8][2];
+    for (int i = 0; i < pixels; i++) {
+        acc[i][0] = q0->start;
+        if (panels == 2) acc[i][1] = q1->start;
+    }
+    for (int k = 0; k < c4; k++) {
+        const __m512i wk0 = _mm512_loadu_si512(w0 + k * 64);
+        const __m512i wk1 = panels == 2 ? _mm512_loadu_si512(w1 + k * 64) : wk0;
+        for (int i = 0; i < pixels; i++) {
+            const __m512i xk = q_load4(x0 + (long)i * c + 4 * k);
+            acc[i][0] = _mm512_dpbusd_epi32(acc[i][0], xk, wk0);
+            if (panels == 2) acc[i][1] = _mm512_dpbusd_epi32(acc[i][1], xk, wk1);
+        }
+    }
+    for (int i = 0; i < pixels; i++) {
+        q_store16(y + (long)i * m, q0, acc[i][0], zero_y, lo, hi);
+        if (panels == 2) q_store16(y + (long)i * m, q1, acc[i][1], zero_y, lo, hi);
+    }
+}
 #endif
 
 static inline void q_conv1x1(const int8_t *x, int pixels, int c, const int8_t *w, const int32_t *bias,
@@ -55,41 +105,22 @@ static inline void q_conv1x1(const int8_t *x, int pixels, int c, const int8_t *w
     const int c4 = (c + 3) / 4, panels = (m + 15) / 16;
 #ifdef Q_CONV1X1_AVX512
     const __m512i zero_y = _mm512_set1_epi32(zy), lo = _mm512_set1_epi32(low), hi = _mm512_set1_epi32(high);
-    for (int panel = 0; panel < panels; panel++) {
-        const int8_t *wp = w + (long)panel * c4 * 64;
-        const int o0 = panel * 16, width = m - o0 < 16 ? m - o0 : 16;
-        const __mmask16 keep = (__mmask16)((1u << width) - 1u);
-        const __m512i start = _mm512_sub_epi32(_mm512_loadu_si512(bias + o0), _mm512_loadu_si512(wsum + o0));
-        const __m512i mul = _mm512_loadu_si512(mult + o0);
-        const __m512i total = _mm512_sub_epi32(_mm512_set1_epi32(31),
-                                               _mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(shift + o0))));
-        const __m512i total_even = _mm512_and_si512(total, _mm512_set1_epi64(0xFFFFFFFF));
-        const __m512i total_odd = _mm512_srli_epi64(total, 32);
-        int p = 0;
-        for (; p + 4 <= pixels; p += 4) {
-            const int8_t *x0 = x + (long)p * c;
-            __m512i a0 = start, a1 = start, a2 = start, a3 = start;
-            for (int k = 0; k < c4; k++) {
-                const __m512i wk = _mm512_loadu_si512(wp + k * 64);
-                a0 = _mm512_dpbusd_epi32(a0, q_load4(x0 + 4 * k), wk);
-                a1 = _mm512_dpbusd_epi32(a1, q_load4(x0 + c + 4 * k), wk);
-                a2 = _mm512_dpbusd_epi32(a2, q_load4(x0 + 2 * c + 4 * k), wk);
-                a3 = _mm512_dpbusd_epi32(a3, q_load4(x0 + 3 * c + 4 * k), wk);
-            }
-            __m512i acc[4] = {a0, a1, a2, a3};
-            for (int i = 0; i < 4; i++) {
-                __m512i v = _mm512_add_epi32(q_requantize16(acc[i], mul, total_even, total_odd), zero_y);
-                v = _mm512_min_epi32(_mm512_max_epi32(v, lo), hi);
-                _mm_mask_storeu_epi8(y + (long)(p + i) * m + o0, keep, _mm512_cvtepi32_epi8(v));
-            }
-        }
-        for (; p < pixels; p++) {
-            const int8_t *xp = x + (long)p * c;
-            __m512i a = start;
-            for (int k = 0; k < c4; k++) a = _mm512_dpbusd_epi32(a, q_load4(xp + 4 * k), _mm512_loadu_si512(wp + k * 64));
-            __m512i v = _mm512_add_epi32(q_requantize16(a, mul, total_even, total_odd), zero_y);
-            v = _mm512_min_epi32(_mm512_max_epi32(v, lo), hi);
-            _mm_mask_storeu_epi8(y + (long)p * m + o0, keep, _mm512_cvtepi32_epi8(v));
+    for (int panel = 0; panel < panels; panel += 2) {
+        const int8_t *w0 = w + (long)panel * c4 * 64, *w1 = w0 + (long)c4 * 64;
+        const q_panel16 q0 = q_panel_constants(bias, wsum, mult, shift, m, panel);
+        if (panel + 1 < panels) {
+            const q_panel16 q1 = q_panel_constants(bias, wsum, mult, shift, m, panel + 1);
+            int p = 0;
+            for (; p + 8 <= pixels; p += 8)
+                q_block(x + (long)p * c, c, c4, w0, w1, &q0, &q1, 8, 2, y + (long)p * m, m, zero_y, lo, hi);
+            for (; p < pixels; p++)
+                q_block(x + (long)p * c, c, c4, w0, w1, &q0, &q1, 1, 2, y + (long)p * m, m, zero_y, lo, hi);
+        } else {
+            int p = 0;
+            for (; p + 8 <= pixels; p += 8)
+                q_block(x + (long)p * c, c, c4, w0, w0, &q0, &q0, 8, 1, y + (long)p * m, m, zero_y, lo, hi);
+            for (; p < pixels; p++)
+                q_block(x + (long)p * c, c, c4, w0, w0, &q0, &q0, 1, 1, y + (long)p * m, m, zero_y, lo, hi);
         }
     }
 #else
@@ -123,37 +154,69 @@ static inline void q_depthwise(const int8_t *x, int h, int w, int c, const int8_
                         int dw, int pt, int pl, int ho, int wo, int8_t *y, int zx, int zy, int low, int high,
                         int32_t *acc) {
 #ifdef Q_CONV1X1_AVX512
-    /* Sixteen channels at a time in one register of int32 sums: no accumulator row in memory. */
+    /* Sixteen channels at a time in one register of int32 sums (no accumulator row in memory), one output
+     * row at a time with the row's taps prepared once: each weight as an int32 lane whose upper 16 bits
+     * are 0, so that vpdpwssd of it with the sign-extended input adds x * w in one instruction. Inside
+     * the image the zero point is folded into the bias (bias - zx * sum(w)); at the borders the taps that
+     * fall outside are skipped and x - zx is multiplied instead. */
     (void)acc;
-    const __m512i zero_x = _mm512_set1_epi32(zx), zero_y = _mm512_set1_epi32(zy);
-    const __m512i lo = _mm512_set1_epi32(low), hi = _mm512_set1_epi32(high);
-    for (int oy = 0; oy < ho; oy++)
-        for (int ox = 0; ox < wo; ox++) {
-            int8_t *yp = y + ((long)oy * wo + ox) * c;
-            for (int c0 = 0; c0 < c; c0 += 16) {
-                const __mmask16 keep = (__mmask16)((1u << (c - c0 < 16 ? c - c0 : 16)) - 1u);
-                __m512i sum = _mm512_maskz_loadu_epi32(keep, bias + c0);
-                for (int ky = 0; ky < kh; ky++) {
-                    const int iy = oy * sh - pt + ky * dh;
-                    if (iy < 0 || iy >= h) continue;
-                    for (int kx = 0; kx < kw; kx++) {
-                        const int ix = ox * sw - pl + kx * dw;
-                        if (ix < 0 || ix >= w) continue;
-                        const __m512i xv = _mm512_sub_epi32(
-                            _mm512_cvtepi8_epi32(_mm_maskz_loadu_epi8(keep, x + ((long)iy * w + ix) * c + c0)), zero_x);
-                        const __m512i wv = _mm512_cvtepi8_epi32(_mm_maskz_loadu_epi8(keep, wgt + (ky * kw + kx) * c + c0));
-                        sum = _mm512_add_epi32(sum, _mm512_mullo_epi32(xv, wv));
+    const __m512i zero_y = _mm512_set1_epi32(zy), lo = _mm512_set1_epi32(low), hi = _mm512_set1_epi32(high);
+    const __m512i low16 = _mm512_set1_epi32(0xFFFF), zero_x = _mm512_set1_epi32(zx);
+    int inner_lo = (pl + sw - 1) / sw, inner_hi = w - 1 - (kw - 1) * dw + pl; /* columns with every tap inside */
+    inner_hi = inner_hi < 0 ? 0 : inner_hi / sw + 1;
+    if (inner_hi > wo) inner_hi = wo;
+    if (inner_lo > inner_hi) inner_lo = inner_hi;
+    __m512i taps[49];
+    const int ntaps = kh * kw <= 49 ? kh * kw : 0; /* larger kernels take the generic loop below */
+    for (int c0 = 0; c0 < c; c0 += 16) {
+        const __mmask16 keep = (__mmask16)((1u << (c - c0 < 16 ? c - c0 : 16)) - 1u);
+        const __m512i bias_border = _mm512_maskz_loadu_epi32(keep, bias + c0);
+        __m512i bias_inner = bias_border;
+        for (int t = 0; t < ntaps; t++) {
+            const __m512i wt = _mm512_cvtepi8_epi32(_mm_maskz_loadu_epi8(keep, wgt + t * c + c0));
+            taps[t] = _mm512_and_si512(wt, low16);
+            bias_inner = _mm512_sub_epi32(bias_inner, _mm512_mullo_epi32(wt, zero_x));
+        }
+        const __m512i mul = _mm512_maskz_loadu_epi32(keep, mult + c0);
+        const __m512i total = _mm512_sub_epi32(_mm512_set1_epi32(31),
+                                               _mm512_cvtepi8_epi32(_mm_maskz_loadu_epi8(keep, shift + c0)));
+        const __m512i total_even = _mm512_and_si512(total, _mm512_set1_epi64(0xFFFFFFFF));
+        const __m512i total_odd = _mm512_srli_epi64(total, 32);
+        for (int oy = 0; oy < ho; oy++) {
+            const int y0 = oy * sh - pt;
+            const int rows_inside = ntaps && y0 >= 0 && y0 + (kh - 1) * dh < h;
+            for (int ox = 0; ox < wo; ox++) {
+                const int x0 = ox * sw - pl;
+                __m512i sum;
+                if (rows_inside && ox >= inner_lo && ox < inner_hi) {
+                    sum = bias_inner;
+                    const int8_t *xp = x + ((long)y0 * w + x0) * c + c0;
+                    for (int ky = 0, t = 0; ky < kh; ky++)
+                        for (int kx = 0; kx < kw; kx++, t++)
+                            sum = _mm512_dpwssd_epi32(
+                                sum, _mm512_cvtepi8_epi32(_mm_maskz_loadu_epi8(keep, xp + ((long)ky * dh * w + kx * dw) * c)),
+                                taps[t]);
+                } else {
+                    sum = bias_border;
+                    for (int ky = 0; ky < kh; ky++) {
+                        const int iy = y0 + ky * dh;
+                        if (iy < 0 || iy >= h) continue;
+                        for (int kx = 0; kx < kw; kx++) {
+                            const int ix = x0 + kx * dw;
+                            if (ix < 0 || ix >= w) continue;
+                            const __m512i xv = _mm512_sub_epi32(
+                                _mm512_cvtepi8_epi32(_mm_maskz_loadu_epi8(keep, x + ((long)iy * w + ix) * c + c0)), zero_x);
+                            const __m512i wv = _mm512_cvtepi8_epi32(_mm_maskz_loadu_epi8(keep, wgt + (ky * kw + kx) * c + c0));
+                            sum = _mm512_add_epi32(sum, _mm512_mullo_epi32(xv, wv));
+                        }
                     }
                 }
-                const __m512i total = _mm512_sub_epi32(_mm512_set1_epi32(31),
-                                                       _mm512_cvtepi8_epi32(_mm_maskz_loadu_epi8(keep, shift + c0)));
-                __m512i v = q_requantize16(sum, _mm512_maskz_loadu_epi32(keep, mult + c0),
-                                           _mm512_and_si512(total, _mm512_set1_epi64(0xFFFFFFFF)),
-                                           _mm512_srli_epi64(total, 32));
-                v = _mm512_min_epi32(_mm512_max_epi32(_mm512_add_epi32(v, zero_y), lo), hi);
-                _mm_mask_storeu_epi8(yp + c0, keep, _mm512_cvtepi32_epi8(v));
+                __m512i v = _mm512_add_epi32(q_requantize16(sum, mul, total_even, total_odd), zero_y);
+                v = _mm512_min_epi32(_mm512_max_epi32(v, lo), hi);
+                _mm_mask_storeu_epi8(y + ((long)oy * wo + ox) * c + c0, keep, _mm512_cvtepi32_epi8(v));
             }
         }
+    }
 #else
     for (int oy = 0; oy < ho; oy++)
         for (int ox = 0; ox < wo; ox++) {
@@ -187,9 +250,17 @@ static inline void q_conv(const int8_t *x, int h, int w, int c, const int8_t *wg
         int8_t *r = rows;
         for (int ox = 0; ox < wo; ox++)
             for (int ky = 0; ky < kh; ky++) {
-                const int iy = oy * sh - pt + ky * dh;
+                const int iy = oy * sh - pt + ky * dh, ix0 = ox * sw - pl;
+                if (dw == 1 && iy >= 0 && iy < h && ix0 >= 0 && ix0 + kw <= w) {
+                    /* a row of taps inside the image is one run of bytes; the stem's usual 3 x 3 x 3 is
+                     * spelled out so that the copy is inlined */
+                    if (kw * c == 9) memcpy(r, x + ((long)iy * w + ix0) * c, 9);
+                    else memcpy(r, x + ((long)iy * w + ix0) * c, (size_t)(kw * c));
+                    r += kw * c;
+                    continue;
+                }
                 for (int kx = 0; kx < kw; kx++, r += c) {
-                    const int ix = ox * sw - pl + kx * dw;
+                    const int ix = ix0 + kx * dw;
                     if (iy < 0 || iy >= h || ix < 0 || ix >= w) memset(r, zx, (size_t)c);
                     else memcpy(r, x + ((long)iy * w + ix) * c, (size_t)c);
                 }
