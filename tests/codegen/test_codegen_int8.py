@@ -5,7 +5,6 @@ import ctypes
 import re
 import subprocess
 from importlib import resources
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,6 +14,7 @@ from mobilenets.codegen import CodegenError, generate
 from mobilenets.codegen.int8plan import plan_int8, quantize_multiplier
 from mobilenets.codegen.writer import build_shared_library
 
+from instruction_sets import BUILDS
 from small_runs import calibration_images, person_detector_int8, shapes_classifier_onnx
 
 ort = pytest.importorskip("onnxruntime")
@@ -98,32 +98,6 @@ def traced_library(onnx_path, folder, flags=("-O2",)):
     library = ctypes.CDLL(str(folder / "libtraced.so"))
     library.model_run_int8.argtypes = [ctypes.c_void_p, ctypes.c_void_p]
     return library
-
-
-def _cpu_has(*flags: str) -> bool:
-    cpuinfo = Path("/proc/cpuinfo")
-    text = cpuinfo.read_text() if cpuinfo.exists() else ""
-    return all(f" {flag}" in text for flag in flags)
-
-
-# Every kernel path: plain C, AVX2 without VNNI (plain loops, vectorised by the compiler), AVX-512 VNNI
-# without VBMI (Cascade Lake: tables in plain C) and whatever this CPU has.
-BUILDS = [
-    pytest.param(("-O2",), id="plain"),
-    pytest.param(
-        ("-O3", "-march=haswell"),
-        id="avx2",
-        marks=pytest.mark.skipif(not _cpu_has("avx2"), reason="the CPU lacks AVX2"),
-    ),
-    pytest.param(
-        ("-O3", "-march=cascadelake"),
-        id="avx512-vnni",
-        marks=pytest.mark.skipif(
-            not _cpu_has("avx512_vnni", "avx512bw"), reason="the CPU lacks AVX-512 VNNI"
-        ),
-    ),
-    pytest.param(("-O3", "-march=native"), id="native"),
-]
 
 
 @pytest.mark.parametrize("flags", BUILDS)

@@ -275,23 +275,25 @@ void model_run(const float *input, float *logits);
     }
 
 
-def build(folder: Path, target: str = "model", cc: str | None = None) -> Path:
-    """Run make in ``folder``; returns the built file."""
+def build(folder: Path, target: str = "model", cc: str | None = None, cflags: str | None = None) -> Path:
+    """Run make in ``folder``; returns the built file. ``cflags`` replaces the Makefile's CFLAGS (for
+    example ``-O3 -march=haswell -std=c99``, to build for another instruction set than this CPU's)."""
     compiler = cc or os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
     if not compiler:
         raise CodegenError("no C compiler found (set CC)")
+    options = [f"CFLAGS={cflags}"] if cflags is not None else []
     result = subprocess.run(
-        ["make", "-s", target, f"CC={compiler}"], cwd=folder, capture_output=True, text=True
+        ["make", "-s", target, f"CC={compiler}", *options], cwd=folder, capture_output=True, text=True
     )
     if result.returncode:
         raise CodegenError(f"building {target} in {folder} failed:\n{result.stderr[-2000:]}")
     return folder / ("model_portable" if target == "portable" else target)
 
 
-def build_shared_library(onnx_path: Path, folder: Path):
+def build_shared_library(onnx_path: Path, folder: Path, cflags: str | None = None):
     """Generate, build libmodel.so and return a callable ``f(x: (1, C, H, W) float32) -> logits``."""
     generated = generate(onnx_path, folder)
-    library = ctypes.CDLL(str(build(folder, "libmodel.so")))  # int8 models: model_io.c's float door
+    library = ctypes.CDLL(str(build(folder, "libmodel.so", cflags=cflags)))  # int8: model_io.c's float door
     library.model_run.argtypes = [ctypes.c_void_p, ctypes.c_void_p]
     logits = np.empty(generated.classes, np.float32)
 

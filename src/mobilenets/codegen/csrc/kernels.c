@@ -47,6 +47,46 @@ VECTOR_INLINE v8 act_v(v8 v, int act, float lo, float hi) {
 #define ST(p, v) STORE((p), act_v((v), act, lo, hi))
 #endif
 
+/* With AVX-512 (32 registers of 16 floats) the 1x1 and depthwise kernels also use 16-float vectors and a
+ * wider register block; the target macros choose, so one generated file is fast on AVX2 and AVX-512. */
+#if defined(MOBILENETS_VECTORS) && defined(__AVX512F__)
+#define MOBILENETS_WIDE 1
+typedef float v16 __attribute__((vector_size(64)));
+typedef float v16u __attribute__((vector_size(64), aligned(4)));
+typedef int v16i __attribute__((vector_size(64)));
+#define LOAD16(p) (*(const v16u *)(p))
+#define STORE16(p, v) (*(v16u *)(p) = (v))
+VECTOR_INLINE v16 splat16(float v) { v16 r = {v, v, v, v, v, v, v, v, v, v, v, v, v, v, v, v}; return r; }
+VECTOR_INLINE v16 vmax16(v16 a, v16 b) { v16i m = a > b; return (v16)(((v16i)a & m) | ((v16i)b & ~m)); }
+VECTOR_INLINE v16 vmin16(v16 a, v16 b) { v16i m = a < b; return (v16)(((v16i)a & m) | ((v16i)b & ~m)); }
+VECTOR_INLINE v16 act_v16(v16 v, int act, float lo, float hi) {
+    if (act == 1) return vmax16(v, splat16(0.f));
+    if (act == 2) return vmin16(vmax16(v, splat16(lo)), splat16(hi));
+    if (act == 3) return v * vmin16(vmax16(v * (1.f / 6.f) + 0.5f, splat16(0.f)), splat16(1.f));
+    return v;
+}
+#define ST16(p, v) STORE16((p), act_v16((v), act, lo, hi))
+/* PIXELS pixels x two panels of 16 output channels (constants once inlined): 12 x 2 = 24 accumulators,
+ * two weight vectors and a broadcast in 32 registers, the BLIS-style blocking for AVX-512; each weight
+ * load feeds PIXELS FMAs and each broadcast two. */
+static inline __attribute__((always_inline)) void conv1x1_wide(const float *restrict x0, int cin,
+    const float *restrict w0, const float *restrict w1, const float *restrict b, const int pixels,
+    float *restrict yp, int cout, int act, float lo, float hi) {
+    v16 a0[12], a1[12];
+    const v16 b0 = LOAD16(b), b1 = LOAD16(b + 16);
+    for (int r = 0; r < pixels; r++) { a0[r] = b0; a1[r] = b1; }
+    for (int i = 0; i < cin; i++) {
+        const v16 u = LOAD16(w0 + (size_t)i * 16), v = LOAD16(w1 + (size_t)i * 16);
+        for (int r = 0; r < pixels; r++) {
+            const float s = x0[(size_t)r * cin + i];
+            a0[r] += s * u;
+            a1[r] += s * v;
+        }
+    }
+    for (int r = 0; r < pixels; r++) { ST16(yp + (size_t)r * cout, a0[r]); ST16(yp + (size_t)r * cout + 16, a1[r]); }
+}
+#endif
+
 /* 1x1 convolution = (pixels x cin) . (cin x cout). The weights come packed in column panels, each
  * [cin][width] and contiguous (widths 16, 16, ..., then 8, then the rest; see _pack_panels), so a panel
  * streams through the cache in order. Pixels go in tiles whose rows stay in L2 while every panel passes
@@ -55,14 +95,26 @@ VECTOR_INLINE v8 act_v(v8 v, int act, float lo, float hi) {
  * input channel), the register blocking of GotoBLAS / BLIS for 16 AVX registers. */
 static inline void conv1x1(const float *restrict x, int pixels, int cin, const float *restrict w,
                            const float *restrict b, int cout, float *restrict y, int act, float lo, float hi) {
-    int tile = (16384 / (cin > 0 ? cin : 1)) / 6 * 6; /* 64 KiB of input rows */
-    if (tile < 6) tile = 6;
+    int tile = (16384 / (cin > 0 ? cin : 1)) / 12 * 12; /* 64 KiB of input rows */
+    if (tile < 12) tile = 12;
     for (int t0 = 0; t0 < pixels; t0 += tile) {
         const int t1 = t0 + tile < pixels ? t0 + tile : pixels;
         for (int o0 = 0; o0 < cout;) {
             const int width = cout - o0 >= 16 ? 16 : (cout - o0 >= 8 ? 8 : cout - o0);
             const float *panel = w + (size_t)o0 * cin;
             int p0 = t0;
+#ifdef MOBILENETS_WIDE
+            if (width == 16 && cout - o0 >= 32) { /* two 16-wide panels at once */
+                const float *panel2 = panel + (size_t)16 * cin;
+                float *yp = y + (size_t)p0 * cout + o0;
+                for (; p0 + 12 <= t1; p0 += 12, yp += (size_t)12 * cout)
+                    conv1x1_wide(x + (size_t)p0 * cin, cin, panel, panel2, b + o0, 12, yp, cout, act, lo, hi);
+                for (; p0 < t1; p0++, yp += cout)
+                    conv1x1_wide(x + (size_t)p0 * cin, cin, panel, panel2, b + o0, 1, yp, cout, act, lo, hi);
+                o0 += 32;
+                continue;
+            }
+#endif
 #ifdef MOBILENETS_VECTORS
             if (width == 16) {
                 for (; p0 + 6 <= t1; p0 += 6) {
