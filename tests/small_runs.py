@@ -122,9 +122,11 @@ def calibration_images(folder: Path, count: int, size: int, seed: int = 0) -> Pa
     return folder
 
 
-def person_detector_int8(folder: Path) -> Path:
-    """TFLite Micro's person-detection shape: MobileNet V1 0.25, 96x96 grayscale, 2 classes, BN calibrated
-    so that the logits depend on the input, exported and quantized (QDQ) by mobilenets. Returns its path."""
+def random_int8_classifier(
+    folder: Path, arch: str, resolution: int, in_chans: int, classes: list[str]
+) -> Path:
+    """``arch`` with BN calibrated so that the logits depend on the input, exported and quantized (QDQ,
+    8-bit weights) by mobilenets into ``folder``. Returns the int8 file's path."""
     import torch
 
     import mobilenets
@@ -134,9 +136,15 @@ def person_detector_int8(folder: Path) -> Path:
     from parity import randomize_batchnorm
 
     torch.manual_seed(0)
-    model = mobilenets.create_model("mobilenet_v1_025", in_chans=1, num_classes=2).eval()
-    model = randomize_batchnorm(model, seed=1, resolution=96)
-    model.class_names = ["no person", "person"]
-    export_onnx(model, folder / "person.onnx", resolution=96)
-    images = calibration_images(folder / "calibration", 24, 112)
-    return quantize(folder / "person.onnx", folder / "person.int8.onnx", images, reduce_range=False).path
+    model = mobilenets.create_model(arch, in_chans=in_chans, num_classes=len(classes)).eval()
+    model = randomize_batchnorm(model, seed=1, resolution=resolution)
+    model.class_names = classes
+    export_onnx(model, folder / f"{arch}.onnx", resolution=resolution)
+    images = calibration_images(folder / "calibration", 24, resolution + resolution // 6)
+    return quantize(folder / f"{arch}.onnx", folder / f"{arch}.int8.onnx", images, reduce_range=False).path
+
+
+def person_detector_int8(folder: Path) -> Path:
+    """TFLite Micro's person-detection shape: MobileNet V1 0.25, 96x96 grayscale, 2 classes. Returns the
+    int8 QDQ file's path."""
+    return random_int8_classifier(folder, "mobilenet_v1_025", 96, 1, ["no person", "person"])

@@ -21,6 +21,7 @@ per-tensor weight zero point other than 0) is refused with the node and the patt
 
 from __future__ import annotations
 
+import copy
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -591,6 +592,64 @@ def _live_steps(steps: list, output: str) -> list:
     return kept[::-1]
 
 
+def ring_rows(d: dict) -> int | None:
+    """Rows of the ring an in-place depthwise step needs (q_depthwise's schedule, run here): output row oy
+    waits in the ring until no later output row reads the input bytes it will cover. None where the
+    schedule cannot finish (an output larger than its input)."""
+    row, done, most = d["wo"] * d["c"], 0, 0
+    for oy in range(d["ho"]):
+        most = max(most, oy + 1 - done)
+        first_read = (oy + 1) * d["sh"] - d["pt"] if oy + 1 < d["ho"] else d["h"]
+        while done <= oy and (done + 1) * row <= first_read * d["w"] * d["c"]:
+            done += 1
+    return most if done == d["ho"] else None
+
+
+def pixel_block(d: dict) -> int:
+    """Pixels per block of an in-place 1x1 step (q_conv1x1): a scratch of about 1/32 of the output or 1 KB,
+    whichever is larger (each block costs the kernel a restart), at least 8 pixels (the AVX-512
+    kernel's block), never more than the step has."""
+    pixels = d["ho"] * d["wo"]
+    return min(pixels, max(8, max(1024, pixels * d["m"] // 32) // d["m"] // 8 * 8))
+
+
+def _arena(walk: Walk, output: str, input_shape, overwrite: set[str]) -> tuple[Int8Plan, dict[str, Tensor]]:
+    """The arena where the depthwise and 1x1 steps making the tensors named in ``overwrite`` write over
+    their input (where it dies there), and the scratch rows (the stem's im2col rows, the in-place
+    rings and blocks) that go with it."""
+    tensors: dict[str, Tensor] = copy.deepcopy(dict(walk.q))
+    plan = Int8Plan(input_shape=input_shape)
+    assign_arena(
+        tensors,
+        walk.steps,
+        walk.input_q.name,
+        output,
+        plan,
+        in_place=("table", "depthwise", "conv1x1"),
+        can_overwrite=lambda step: (
+            step[0] == "table"
+            or (step[2] in overwrite and (step[0] != "depthwise" or ring_rows(step[3]) is not None))
+        ),
+    )
+    plan.rows_bytes = max(_scratch_bytes(walk.steps, tensors, out) for _, _, out, _ in walk.steps)
+    return plan, tensors
+
+
+def _scratch_bytes(steps: list, tensors: dict[str, Tensor], name: str) -> int:
+    """The scratch rows the step making ``name`` needs: the stem's im2col rows, an in-place step's ring
+    or block, or none."""
+    kind, ins, _, d = next(step for step in steps if step[2] == name)
+    if kind == "conv":
+        return d["wo"] * d["kh"] * d["kw"] * d["c"] + ARENA_SLACK
+    if tensors[name].alias != ins[0]:
+        return 0
+    if kind == "depthwise":
+        return ring_rows(d) * d["wo"] * d["c"] + ARENA_SLACK
+    if kind == "conv1x1":
+        return pixel_block(d) * d["m"] + ARENA_SLACK
+    return 0
+
+
 def plan_int8(path: Path, resolution: int | None = None, proto=None) -> tuple[Int8Plan, dict]:
     """Plan a QDQ file's (or its parsed ``proto``'s) integer steps, weights and arena (in bytes); refuses
     what it cannot run."""
@@ -609,28 +668,35 @@ def plan_int8(path: Path, resolution: int | None = None, proto=None) -> tuple[In
         )
     output = walk.q[walk.dq[graph.outputs[0].name]]
     walk.steps = _live_steps(walk.steps, output.name)
-    tensors: dict[str, Tensor] = dict(walk.q)
-    plan = Int8Plan(input_shape=input_shape)
-    assign_arena(tensors, walk.steps, walk.input_q.name, output.name, plan, in_place=("table",))
+    # Depthwise and 1x1 steps overwrite their input where that lowers the RAM (arena + scratch rows):
+    # TinyEngine's in-place depthwise (Lin et al. 2020, "MCUNet", Section 3.2), and the same for 1x1.
+    # All of them first; then, while the largest scratch belongs to an in-place step, that step goes
+    # back to a room of its own if that lowers the total (the 1x1 head of a small network at 1280
+    # channels needs a scratch block larger than the room it saves).
+    overwrite = {out for kind, _, out, _ in walk.steps if kind in ("depthwise", "conv1x1")}
+    plan, tensors = _arena(walk, output.name, input_shape, overwrite)
+    separate = _arena(walk, output.name, input_shape, set())
+    if separate[0].ram_bytes < plan.ram_bytes:
+        overwrite, (plan, tensors) = set(), separate
+    while overwrite:
+        largest = max(overwrite, key=lambda name: _scratch_bytes(walk.steps, tensors, name))
+        if _scratch_bytes(walk.steps, tensors, largest) < plan.rows_bytes:
+            break
+        trial = _arena(walk, output.name, input_shape, overwrite - {largest})
+        if trial[0].ram_bytes >= plan.ram_bytes:
+            break
+        overwrite, (plan, tensors) = overwrite - {largest}, trial
     if plan.arena_floats > MAX_ARENA_BYTES:
         raise CodegenError(f"the model needs an activation arena of {plan.arena_floats >> 20} MiB")
     used = {v for _, _, _, d in walk.steps for v in d.values() if isinstance(v, str)}
     plan.steps, plan.tensors = walk.steps, tensors
     plan.weights = [(symbol, values) for symbol, values in walk.weights if symbol in used]
-    plan.input_offset, plan.output_offset = walk.input_q.offset, output.offset
+    plan.input_offset, plan.output_offset = tensors[walk.input_q.name].offset, tensors[output.name].offset
     plan.output_size = output.size
     plan.input_scale, plan.input_zero = walk.input_q.scale, walk.input_q.zero
     plan.output_scale, plan.output_zero = output.scale, output.zero
     plan.scratch_ints = max(
         (d["c"] for kind, _, _, d in walk.steps if kind in ("depthwise", "mean")), default=0
-    )
-    plan.rows_bytes = max(
-        (
-            d["wo"] * d["kh"] * d["kw"] * d["c"] + ARENA_SLACK
-            for kind, _, _, d in walk.steps
-            if kind == "conv"
-        ),
-        default=0,
     )
     plan.tables = sum(kind == "table" for kind, _, _, _ in walk.steps)
     return plan, proto.metadata

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from ..runtime import metadata
-from .int8plan import ARENA_SLACK, Int8Plan, plan_int8
+from .int8plan import ARENA_SLACK, Int8Plan, pixel_block, plan_int8, ring_rows
 from .literals import c_comment, c_float, c_string
 from .plan import Tensor
 
@@ -44,7 +44,7 @@ def _call(kind: str, ins: list[Tensor], out: Tensor, d: dict) -> str:
     if kind == "conv1x1":
         return (
             f"q_conv1x1({x}, {d['ho'] * d['wo']}, {d['c']}, {d['wgt']}, {d['b']}, {d['wsum']}, {requant}, {d['m']}, {y}, "
-            f"{d['zy']}, {clamp});"
+            f"{d['zy']}, {clamp}, R, {pixel_block(d) if out.alias else 0});"
         )
     if kind in ("depthwise", "conv"):
         geometry = (
@@ -53,7 +53,8 @@ def _call(kind: str, ins: list[Tensor], out: Tensor, d: dict) -> str:
         )
         head = f"{x}, {d['h']}, {d['w']}, {d['c']}, {d['wgt']}, {d['b']}, {requant}"
         if kind == "depthwise":
-            return f"q_depthwise({head}, {geometry}, S);"
+            ring = ring_rows(d) if out.alias else 0  # in place: the output overwrites the input
+            return f"q_depthwise({head}, {geometry}, S, R, {ring});"
         return f"q_conv({head}, {d['wsum']}, {d['m']}, {geometry}, R);"
     if kind == "table":
         return f"q_table({x}, {d['table']}, {d['n']}, {y});"
@@ -134,7 +135,7 @@ void model_run(const float *input, float *logits);
         # end, but the bytes read must exist).
         f"static int8_t A[{plan.arena_floats + ARENA_SLACK}];  /* the activation arena (liveness plan) */",
         f"static int32_t S[{max(plan.scratch_ints, 1)}];  /* one row of per-channel accumulators */",
-        f"static int8_t R[{max(plan.rows_bytes, 1)}];  /* the stem's patches, one output row at a time */",
+        f"static int8_t R[{max(plan.rows_bytes, 1)}];  /* the stem's patches (one output row), in-place depthwise rows */",
         c_source("kernels_int8.c").split("/* MOBILENETS_KERNELS_BEGIN */", 1)[1],
     ]
     body += [_c_array(symbol, values) for symbol, values in plan.weights]

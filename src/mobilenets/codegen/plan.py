@@ -437,10 +437,14 @@ def _fuse_activations(steps, output_name):
 IN_PLACE_KINDS = ("Relu", "HardSwish", "HardSigmoid", "Clip", "Identity")
 
 
-def assign_arena(tensors, steps, input_name, output_name, plan, in_place=IN_PLACE_KINDS) -> None:
-    """Unary elementwise ops (kinds in ``in_place``) run in place when their input dies there; the rest
-    get first-fit offsets over their lifetimes (birth step .. last use). Sizes and offsets are in
-    elements of the arena's type."""
+def assign_arena(
+    tensors, steps, input_name, output_name, plan, in_place=IN_PLACE_KINDS, can_overwrite=None
+) -> None:
+    """Steps of the kinds in ``in_place`` (unary elementwise ops; and ``can_overwrite(step)`` must agree)
+    write over their input when it dies there; every other tensor gets a room of its own. Rooms are
+    placed first fit, largest first, over their lifetimes (birth step .. last use); a room shared by
+    tensors written over one another is as large at each step as its tensor then (both, at the step that
+    overwrites). Sizes and offsets are in elements of the arena's type."""
     last_use = {input_name: 0}
     for index, (_, ins, out, _) in enumerate(steps):
         for name in ins:
@@ -448,34 +452,42 @@ def assign_arena(tensors, steps, input_name, output_name, plan, in_place=IN_PLAC
         last_use.setdefault(out, index)
     last_use[output_name] = len(steps)
     birth = {input_name: -1}
-    for index, (kind, ins, out, _) in enumerate(steps):
+    for index, (kind, ins, out, details) in enumerate(steps):
         birth[out] = index
-        if kind in in_place and last_use[ins[0]] == index:
+        if (
+            kind in in_place
+            and last_use[ins[0]] == index
+            and (can_overwrite is None or can_overwrite((kind, ins, out, details)))
+        ):
             tensors[out].alias = ins[0]
-            last_use[ins[0]] = last_use[out] = max(last_use.get(out, index), index)
 
     def root(name):
         while tensors[name].alias:
             name = tensors[name].alias
         return name
 
-    spans: dict[str, list[int]] = {}
+    # Each room's size at each step (index + 1: the graph input is born at -1), 64-byte aligned.
+    rooms: dict[str, np.ndarray] = {}
     for name in birth:
-        r = root(name)
-        span = spans.setdefault(r, [birth[r], birth[r]])
-        span[1] = max(span[1], last_use.get(name, birth[name]))
-    placed: list[tuple[int, int, int, int]] = []  # (offset, size, start, end)
-    for r in sorted(spans, key=lambda n: -tensors[n].size):
-        start, end = spans[r]
-        size = (tensors[r].size + 15) // 16 * 16  # 64-byte aligned
-        offset = 0
-        for o, s, a, b in sorted(placed):
-            overlaps_time = not (end < a or b < start)
-            if overlaps_time and offset < o + s and o < offset + size:
-                offset = o + s
-        placed.append((offset, size, start, end))
+        profile = rooms.setdefault(root(name), np.zeros(len(steps) + 2, np.int64))
+        start, end = birth[name] + 1, last_use.get(name, birth[name]) + 1
+        profile[start : end + 1] = np.maximum(profile[start : end + 1], (tensors[name].size + 15) // 16 * 16)
+    placed: list[tuple[int, np.ndarray]] = []
+
+    def order(room):
+        offset, profile = room
+        alive = np.flatnonzero(profile)
+        return offset, profile.max(), alive[0], alive[-1]
+
+    for r in sorted(rooms, key=lambda n: -rooms[n].max()):
+        profile, offset = rooms[r], 0
+        for o, other in sorted(placed, key=order):
+            both = (profile > 0) & (other > 0)
+            if (both & (offset < o + other) & (o < offset + profile)).any():
+                offset = o + int(other[both].max())
+        placed.append((offset, profile))
         tensors[r].offset = offset
-        plan.arena_floats = max(plan.arena_floats, offset + size)
+        plan.arena_floats = max(plan.arena_floats, offset + int(profile.max()))
     for name, tensor in tensors.items():
         if tensor.alias:
             tensor.offset = tensors[root(name)].offset

@@ -99,7 +99,7 @@ static inline __attribute__((always_inline)) void q_block(const int8_t *x0, int 
 }
 #endif
 
-static inline void q_conv1x1(const int8_t *x, int pixels, int c, const int8_t *w, const int32_t *bias,
+static inline void q_conv1x1_pixels(const int8_t *x, int pixels, int c, const int8_t *w, const int32_t *bias,
                              const int32_t *wsum, const int32_t *mult, const int8_t *shift, int m, int8_t *y,
                              int zy, int low, int high) {
     const int c4 = (c + 3) / 4, panels = (m + 15) / 16;
@@ -147,18 +147,40 @@ static inline void q_conv1x1(const int8_t *x, int pixels, int c, const int8_t *w
 #endif
 }
 
-/* Depthwise convolution, weights [kh][kw][c]; acc is a row of c int32 (the plan's scratch). Taps that
- * fall in the padding are skipped: they hold the zero point, whose (x - zx) is 0. */
-static inline void q_depthwise(const int8_t *x, int h, int w, int c, const int8_t *wgt, const int32_t *bias,
-                        const int32_t *mult, const int8_t *shift, int kh, int kw, int sh, int sw, int dh,
-                        int dw, int pt, int pl, int ho, int wo, int8_t *y, int zx, int zy, int low, int high,
-                        int32_t *acc) {
+/* The 1x1 step. With block > 0 the output overwrites the input (both start at y == x: the plan's in-place
+ * step, the peak holds the larger of the two tensors instead of both): blocks of `block` pixels are made
+ * in the scratch `tmp` and copied into place, front to back when the output pixel is no wider than the
+ * input pixel (m <= c: its bytes cover input pixels already read) and back to front otherwise (they
+ * cover input pixels at or after its own, already read when going backwards). */
+static inline void q_conv1x1(const int8_t *x, int pixels, int c, const int8_t *w, const int32_t *bias,
+                             const int32_t *wsum, const int32_t *mult, const int8_t *shift, int m, int8_t *y,
+                             int zy, int low, int high, int8_t *tmp, int block) {
+    if (block <= 0) {
+        q_conv1x1_pixels(x, pixels, c, w, bias, wsum, mult, shift, m, y, zy, low, high);
+        return;
+    }
+    const int blocks = (pixels + block - 1) / block;
+    for (int i = 0; i < blocks; i++) {
+        const int p = (m <= c ? i : blocks - 1 - i) * block, n = pixels - p < block ? pixels - p : block;
+        q_conv1x1_pixels(x + (long)p * c, n, c, w, bias, wsum, mult, shift, m, tmp, zy, low, high);
+        memcpy(y + (long)p * m, tmp, (size_t)n * (size_t)m);
+    }
+}
+
+/* Output rows [oy0, oy1) of a depthwise convolution, weights [kh][kw][c]; row oy goes to dst + (oy % modulo)
+ * rows (modulo = ho: the output itself; otherwise a ring of rows). acc is a row of c int32 (the plan's
+ * scratch). Taps that fall in the padding are skipped: they hold the zero point, whose (x - zx) is 0. */
+static inline void q_depthwise_rows(const int8_t *x, int h, int w, int c, const int8_t *wgt, const int32_t *bias,
+                                    const int32_t *mult, const int8_t *shift, int kh, int kw, int sh, int sw, int dh,
+                                    int dw, int pt, int pl, int oy0, int oy1, int wo, int8_t *dst, int modulo,
+                                    int zx, int zy, int low, int high, int32_t *acc) {
+    const long row = (long)wo * c;
 #ifdef Q_CONV1X1_AVX512
-    /* Sixteen channels at a time in one register of int32 sums (no accumulator row in memory), one output
-     * row at a time with the row's taps prepared once: each weight as an int32 lane whose upper 16 bits
-     * are 0, so that vpdpwssd of it with the sign-extended input adds x * w in one instruction. Inside
-     * the image the zero point is folded into the bias (bias - zx * sum(w)); at the borders the taps that
-     * fall outside are skipped and x - zx is multiplied instead. */
+    /* Sixteen channels at a time in one register of int32 sums (no accumulator row in memory), with the
+     * taps prepared once per block of rows: each weight as an int32 lane whose upper 16 bits are 0, so
+     * that vpdpwssd of it with the sign-extended input adds x * w in one instruction. Inside the image
+     * the zero point is folded into the bias (bias - zx * sum(w)); at the borders the taps that fall
+     * outside are skipped and x - zx is multiplied instead. */
     (void)acc;
     const __m512i zero_y = _mm512_set1_epi32(zy), lo = _mm512_set1_epi32(low), hi = _mm512_set1_epi32(high);
     const __m512i low16 = _mm512_set1_epi32(0xFFFF), zero_x = _mm512_set1_epi32(zx);
@@ -167,7 +189,7 @@ static inline void q_depthwise(const int8_t *x, int h, int w, int c, const int8_
     if (inner_hi > wo) inner_hi = wo;
     if (inner_lo > inner_hi) inner_lo = inner_hi;
     __m512i taps[49];
-    const int ntaps = kh * kw <= 49 ? kh * kw : 0; /* larger kernels take the generic loop below */
+    const int ntaps = kh * kw <= 49 ? kh * kw : 0; /* larger kernels take the border loop everywhere */
     for (int c0 = 0; c0 < c; c0 += 16) {
         const __mmask16 keep = (__mmask16)((1u << (c - c0 < 16 ? c - c0 : 16)) - 1u);
         const __m512i bias_border = _mm512_maskz_loadu_epi32(keep, bias + c0);
@@ -182,9 +204,10 @@ static inline void q_depthwise(const int8_t *x, int h, int w, int c, const int8_
                                                _mm512_cvtepi8_epi32(_mm_maskz_loadu_epi8(keep, shift + c0)));
         const __m512i total_even = _mm512_and_si512(total, _mm512_set1_epi64(0xFFFFFFFF));
         const __m512i total_odd = _mm512_srli_epi64(total, 32);
-        for (int oy = 0; oy < ho; oy++) {
+        for (int oy = oy0; oy < oy1; oy++) {
             const int y0 = oy * sh - pt;
             const int rows_inside = ntaps && y0 >= 0 && y0 + (kh - 1) * dh < h;
+            int8_t *yrow = dst + (long)(oy % modulo) * row;
             for (int ox = 0; ox < wo; ox++) {
                 const int x0 = ox * sw - pl;
                 __m512i sum;
@@ -213,12 +236,12 @@ static inline void q_depthwise(const int8_t *x, int h, int w, int c, const int8_
                 }
                 __m512i v = _mm512_add_epi32(q_requantize16(sum, mul, total_even, total_odd), zero_y);
                 v = _mm512_min_epi32(_mm512_max_epi32(v, lo), hi);
-                _mm_mask_storeu_epi8(y + ((long)oy * wo + ox) * c + c0, keep, _mm512_cvtepi32_epi8(v));
+                _mm_mask_storeu_epi8(yrow + (long)ox * c + c0, keep, _mm512_cvtepi32_epi8(v));
             }
         }
     }
 #else
-    for (int oy = 0; oy < ho; oy++)
+    for (int oy = oy0; oy < oy1; oy++)
         for (int ox = 0; ox < wo; ox++) {
             memcpy(acc, bias, sizeof(int32_t) * (size_t)c);
             for (int ky = 0; ky < kh; ky++) {
@@ -232,10 +255,34 @@ static inline void q_depthwise(const int8_t *x, int h, int w, int c, const int8_
                     for (int ch = 0; ch < c; ch++) acc[ch] += ((int32_t)xp[ch] - zx) * wp[ch];
                 }
             }
-            int8_t *yp = y + ((long)oy * wo + ox) * c;
+            int8_t *yp = dst + (long)(oy % modulo) * row + (long)ox * c;
             for (int ch = 0; ch < c; ch++) yp[ch] = q_clamp(zy + q_requantize(acc[ch], mult[ch], shift[ch]), low, high);
         }
 #endif
+}
+
+/* Depthwise convolution. With ring_rows > 0 the output overwrites the input (y == x, the plan's in-place
+ * step: the peak holds one tensor instead of two). Each output row is made in a ring of ring_rows rows
+ * (the scratch `ring`) and copied to its place once no later output row reads the input bytes there;
+ * the plan sizes the ring by running this same schedule (int8plan.ring_rows). */
+static inline void q_depthwise(const int8_t *x, int h, int w, int c, const int8_t *wgt, const int32_t *bias,
+                               const int32_t *mult, const int8_t *shift, int kh, int kw, int sh, int sw, int dh,
+                               int dw, int pt, int pl, int ho, int wo, int8_t *y, int zx, int zy, int low, int high,
+                               int32_t *acc, int8_t *ring, int ring_rows) {
+    if (ring_rows <= 0) {
+        q_depthwise_rows(x, h, w, c, wgt, bias, mult, shift, kh, kw, sh, sw, dh, dw, pt, pl, 0, ho, wo, y, ho,
+                         zx, zy, low, high, acc);
+        return;
+    }
+    const long row = (long)wo * c;
+    int done = 0; /* output rows already in place */
+    for (int oy = 0; oy < ho; oy++) {
+        q_depthwise_rows(x, h, w, c, wgt, bias, mult, shift, kh, kw, sh, sw, dh, dw, pt, pl, oy, oy + 1, wo, ring,
+                         ring_rows, zx, zy, low, high, acc);
+        const long first_read = oy + 1 < ho ? (long)(oy + 1) * sh - pt : (long)h; /* the first input row a later output row reads */
+        for (; done <= oy && (long)(done + 1) * row <= first_read * w * c; done++)
+            memcpy(y + done * row, ring + (long)(done % ring_rows) * row, (size_t)row);
+    }
 }
 
 /* Any other ungrouped convolution (the stem): each output row's patches ([ky][kx][c] per pixel, the
@@ -265,7 +312,7 @@ static inline void q_conv(const int8_t *x, int h, int w, int c, const int8_t *wg
                     else memcpy(r, x + ((long)iy * w + ix) * c, (size_t)c);
                 }
             }
-        q_conv1x1(rows, wo, patch, wgt, bias, wsum, mult, shift, m, y + (long)oy * wo * m, zy, low, high);
+        q_conv1x1_pixels(rows, wo, patch, wgt, bias, wsum, mult, shift, m, y + (long)oy * wo * m, zy, low, high);
     }
 }
 
