@@ -87,6 +87,9 @@ static inline __attribute__((always_inline)) void conv1x1_wide(const float *rest
 }
 #endif
 
+#ifndef TILE_FLOATS
+#define TILE_FLOATS 65536 /* 256 KiB */
+#endif
 /* 1x1 convolution = (pixels x cin) . (cin x cout). The weights come packed in column panels, each
  * [cin][width] and contiguous (widths 16, 16, ..., then 8, then the rest; see _pack_panels), so a panel
  * streams through the cache in order. Pixels go in tiles whose rows stay in L2 while every panel passes
@@ -95,7 +98,10 @@ static inline __attribute__((always_inline)) void conv1x1_wide(const float *rest
  * input channel), the register blocking of GotoBLAS / BLIS for 16 AVX registers. */
 static inline void conv1x1(const float *restrict x, int pixels, int cin, const float *restrict w,
                            const float *restrict b, int cout, float *restrict y, int act, float lo, float hi) {
-    int tile = (16384 / (cin > 0 ? cin : 1)) / 12 * 12; /* 64 KiB of input rows */
+    /* Pixels in tiles of TILE_FLOATS input values (kept in L2 while every panel passes over them): each
+     * tile reads all the weights once, so a late layer (few pixels, 1024 channels, megabytes of weights)
+     * wants its pixels in as few tiles as L2 allows. */
+    int tile = (TILE_FLOATS / (cin > 0 ? cin : 1)) / 12 * 12;
     if (tile < 12) tile = 12;
     for (int t0 = 0; t0 < pixels; t0 += tile) {
         const int t1 = t0 + tile < pixels ? t0 + tile : pixels;
