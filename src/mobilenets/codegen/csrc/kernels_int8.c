@@ -170,17 +170,55 @@ static inline void q_conv1x1(const int8_t *x, int pixels, int c, const int8_t *w
 /* Output rows [oy0, oy1) of a depthwise convolution, weights [kh][kw][c]; row oy goes to dst + (oy % modulo)
  * rows (modulo = ho: the output itself; otherwise a ring of rows). acc is a row of c int32 (the plan's
  * scratch). Taps that fall in the padding are skipped: they hold the zero point, whose (x - zx) is 0. */
+static inline void q_depthwise_rows_plain(const int8_t *x, int h, int w, int c, const int8_t *wgt, const int32_t *bias,
+                                          const int32_t *mult, const int8_t *shift, int kh, int kw, int sh, int sw,
+                                          int dh, int dw, int pt, int pl, int oy0, int oy1, int wo, int8_t *dst,
+                                          int modulo, int zx, int zy, int low, int high, int32_t *acc) {
+    const long row = (long)wo * c;
+    for (int oy = oy0; oy < oy1; oy++)
+        for (int ox = 0; ox < wo; ox++) {
+            memcpy(acc, bias, sizeof(int32_t) * (size_t)c);
+            for (int ky = 0; ky < kh; ky++) {
+                const int iy = oy * sh - pt + ky * dh;
+                if (iy < 0 || iy >= h) continue;
+                for (int kx = 0; kx < kw; kx++) {
+                    const int ix = ox * sw - pl + kx * dw;
+                    if (ix < 0 || ix >= w) continue;
+                    const int8_t *xp = x + ((long)iy * w + ix) * c;
+                    const int8_t *wp = wgt + (ky * kw + kx) * c;
+                    for (int ch = 0; ch < c; ch++) acc[ch] += ((int32_t)xp[ch] - zx) * wp[ch];
+                }
+            }
+            int8_t *yp = dst + (long)(oy % modulo) * row + (long)ox * c;
+            for (int ch = 0; ch < c; ch++) yp[ch] = q_clamp(zy + q_requantize(acc[ch], mult[ch], shift[ch]), low, high);
+        }
+}
+
+#ifdef Q_CONV1X1_AVX512
+/* sum + the taps of one output pixel inside the image, sixteen channels (see q_depthwise_rows). */
+static inline __attribute__((always_inline)) __m512i q_taps(const int8_t *xp, long down, long right,
+                                                            const __m512i *taps, __mmask16 keep, __m512i sum,
+                                                            const int kh, const int kw) {
+    for (int ky = 0; ky < kh; ky++)
+        for (int kx = 0; kx < kw; kx++)
+            sum = _mm512_dpwssd_epi32(sum, _mm512_cvtepi8_epi32(_mm_maskz_loadu_epi8(keep, xp + ky * down + kx * right)),
+                                      taps[ky * kw + kx]);
+    return sum;
+}
+#endif
+
+/* The same, sixteen channels at a time with AVX-512 where the target has it. */
 static inline void q_depthwise_rows(const int8_t *x, int h, int w, int c, const int8_t *wgt, const int32_t *bias,
                                     const int32_t *mult, const int8_t *shift, int kh, int kw, int sh, int sw, int dh,
                                     int dw, int pt, int pl, int oy0, int oy1, int wo, int8_t *dst, int modulo,
                                     int zx, int zy, int low, int high, int32_t *acc) {
-    const long row = (long)wo * c;
 #ifdef Q_CONV1X1_AVX512
+    const long row = (long)wo * c;
     /* Sixteen channels at a time in one register of int32 sums (no accumulator row in memory), with the
      * taps prepared once per block of rows: each weight as an int32 lane whose upper 16 bits are 0, so
      * that vpdpwssd of it with the sign-extended input adds x * w in one instruction. Inside the image
      * the zero point is folded into the bias (bias - zx * sum(w)); at the borders the taps that fall
-     * outside are skipped and x - zx is multiplied instead. */
+     * outside are skipped and x - zx (an int16 too) is multiplied instead. */
     (void)acc;
     const __m512i zero_y = _mm512_set1_epi32(zy), lo = _mm512_set1_epi32(low), hi = _mm512_set1_epi32(high);
     const __m512i low16 = _mm512_set1_epi32(0xFFFF), zero_x = _mm512_set1_epi32(zx);
@@ -189,7 +227,12 @@ static inline void q_depthwise_rows(const int8_t *x, int h, int w, int c, const 
     if (inner_hi > wo) inner_hi = wo;
     if (inner_lo > inner_hi) inner_lo = inner_hi;
     __m512i taps[49];
-    const int ntaps = kh * kw <= 49 ? kh * kw : 0; /* larger kernels take the border loop everywhere */
+    if (kh * kw > 49) { /* beyond 7 x 7: the plain loops (no MobileNet has such a depthwise kernel) */
+        q_depthwise_rows_plain(x, h, w, c, wgt, bias, mult, shift, kh, kw, sh, sw, dh, dw, pt, pl, oy0, oy1, wo, dst,
+                               modulo, zx, zy, low, high, acc);
+        return;
+    }
+    const int ntaps = kh * kw;
     for (int c0 = 0; c0 < c; c0 += 16) {
         const __mmask16 keep = (__mmask16)((1u << (c - c0 < 16 ? c - c0 : 16)) - 1u);
         const __m512i bias_border = _mm512_maskz_loadu_epi32(keep, bias + c0);
@@ -212,13 +255,12 @@ static inline void q_depthwise_rows(const int8_t *x, int h, int w, int c, const 
                 const int x0 = ox * sw - pl;
                 __m512i sum;
                 if (rows_inside && ox >= inner_lo && ox < inner_hi) {
-                    sum = bias_inner;
                     const int8_t *xp = x + ((long)y0 * w + x0) * c + c0;
-                    for (int ky = 0, t = 0; ky < kh; ky++)
-                        for (int kx = 0; kx < kw; kx++, t++)
-                            sum = _mm512_dpwssd_epi32(
-                                sum, _mm512_cvtepi8_epi32(_mm_maskz_loadu_epi8(keep, xp + ((long)ky * dh * w + kx * dw) * c)),
-                                taps[t]);
+                    const long down = (long)dh * w * c, right = (long)dw * c;
+                    /* constant kernel sizes let the compiler unroll the taps */
+                    if (kh == 3 && kw == 3) sum = q_taps(xp, down, right, taps, keep, bias_inner, 3, 3);
+                    else if (kh == 5 && kw == 5) sum = q_taps(xp, down, right, taps, keep, bias_inner, 5, 5);
+                    else sum = q_taps(xp, down, right, taps, keep, bias_inner, kh, kw);
                 } else {
                     sum = bias_border;
                     for (int ky = 0; ky < kh; ky++) {
@@ -227,10 +269,10 @@ static inline void q_depthwise_rows(const int8_t *x, int h, int w, int c, const 
                         for (int kx = 0; kx < kw; kx++) {
                             const int ix = x0 + kx * dw;
                             if (ix < 0 || ix >= w) continue;
+                            /* x - zx is within +-255: an int16 for vpdpwssd too */
                             const __m512i xv = _mm512_sub_epi32(
                                 _mm512_cvtepi8_epi32(_mm_maskz_loadu_epi8(keep, x + ((long)iy * w + ix) * c + c0)), zero_x);
-                            const __m512i wv = _mm512_cvtepi8_epi32(_mm_maskz_loadu_epi8(keep, wgt + (ky * kw + kx) * c + c0));
-                            sum = _mm512_add_epi32(sum, _mm512_mullo_epi32(xv, wv));
+                            sum = _mm512_dpwssd_epi32(sum, xv, taps[ky * kw + kx]);
                         }
                     }
                 }
@@ -241,23 +283,8 @@ static inline void q_depthwise_rows(const int8_t *x, int h, int w, int c, const 
         }
     }
 #else
-    for (int oy = oy0; oy < oy1; oy++)
-        for (int ox = 0; ox < wo; ox++) {
-            memcpy(acc, bias, sizeof(int32_t) * (size_t)c);
-            for (int ky = 0; ky < kh; ky++) {
-                const int iy = oy * sh - pt + ky * dh;
-                if (iy < 0 || iy >= h) continue;
-                for (int kx = 0; kx < kw; kx++) {
-                    const int ix = ox * sw - pl + kx * dw;
-                    if (ix < 0 || ix >= w) continue;
-                    const int8_t *xp = x + ((long)iy * w + ix) * c;
-                    const int8_t *wp = wgt + (ky * kw + kx) * c;
-                    for (int ch = 0; ch < c; ch++) acc[ch] += ((int32_t)xp[ch] - zx) * wp[ch];
-                }
-            }
-            int8_t *yp = dst + (long)(oy % modulo) * row + (long)ox * c;
-            for (int ch = 0; ch < c; ch++) yp[ch] = q_clamp(zy + q_requantize(acc[ch], mult[ch], shift[ch]), low, high);
-        }
+    q_depthwise_rows_plain(x, h, w, c, wgt, bias, mult, shift, kh, kw, sh, sw, dh, dw, pt, pl, oy0, oy1, wo, dst, modulo, zx,
+                           zy, low, high, acc);
 #endif
 }
 
