@@ -36,39 +36,49 @@ static inline __m512i q_load4(const int8_t *p) { /* four input bytes, +128, in e
     memcpy(&v, p, 4);
     return _mm512_xor_si512(_mm512_set1_epi32(v), _mm512_set1_epi32((int32_t)0x80808080u));
 }
-/* q_requantize on 16 lanes: 64-bit products of even and odd lanes, one rounding shift each. */
-static inline __m512i q_requantize16(__m512i acc, __m512i mult, __m512i total_even, __m512i total_odd) {
-    const __m512i one = _mm512_set1_epi64(1);
-    const __m512i even = _mm512_mul_epi32(acc, mult);
-    const __m512i odd = _mm512_mul_epi32(_mm512_srli_epi64(acc, 32), _mm512_srli_epi64(mult, 32));
-    const __m512i re = _mm512_srav_epi64(
-        _mm512_add_epi64(even, _mm512_sllv_epi64(one, _mm512_sub_epi64(total_even, one))), total_even);
-    const __m512i ro = _mm512_srav_epi64(
-        _mm512_add_epi64(odd, _mm512_sllv_epi64(one, _mm512_sub_epi64(total_odd, one))), total_odd);
-    return _mm512_mask_blend_epi32(0xAAAA, re, _mm512_slli_epi64(ro, 32));
+/* q_requantize on 16 lanes, then + zero point, clamp and store: 64-bit products of the even and odd lanes,
+ * one rounding shift each. Everything that depends only on the channel (the odd lanes' multipliers, the
+ * rounding halves) is computed once per block of channels (q_requant_constants), not per pixel. */
+typedef struct { __m512i mul_even, mul_odd, total_even, total_odd, half_even, half_odd, zero_y, lo, hi; } q_requant16;
+static inline q_requant16 q_requant_constants(__m512i mult, __m512i shift, int zy, int low, int high) {
+    q_requant16 r;
+    const __m512i one = _mm512_set1_epi64(1), total = _mm512_sub_epi32(_mm512_set1_epi32(31), shift);
+    r.mul_even = mult;
+    r.mul_odd = _mm512_srli_epi64(mult, 32);
+    r.total_even = _mm512_and_si512(total, _mm512_set1_epi64(0xFFFFFFFF));
+    r.total_odd = _mm512_srli_epi64(total, 32);
+    r.half_even = _mm512_sllv_epi64(one, _mm512_sub_epi64(r.total_even, one));
+    r.half_odd = _mm512_sllv_epi64(one, _mm512_sub_epi64(r.total_odd, one));
+    r.zero_y = _mm512_set1_epi32(zy);
+    r.lo = _mm512_set1_epi32(low);
+    r.hi = _mm512_set1_epi32(high);
+    return r;
+}
+static inline __attribute__((always_inline)) void q_requant_store(int8_t *y, __mmask16 keep, __m512i acc,
+                                                                  const q_requant16 *r) {
+    const __m512i even = _mm512_add_epi64(_mm512_mul_epi32(acc, r->mul_even), r->half_even);
+    const __m512i odd = _mm512_add_epi64(_mm512_mul_epi32(_mm512_srli_epi64(acc, 32), r->mul_odd), r->half_odd);
+    /* the odd lanes' results (low halves of odd's 64-bit lanes) move up into the odd 32-bit lanes */
+    __m512i v = _mm512_mask_shuffle_epi32(_mm512_srav_epi64(even, r->total_even), 0xAAAA,
+                                          _mm512_srav_epi64(odd, r->total_odd), _MM_PERM_CDAB);
+    v = _mm512_min_epi32(_mm512_max_epi32(_mm512_add_epi32(v, r->zero_y), r->lo), r->hi);
+    _mm_mask_storeu_epi8(y, keep, _mm512_cvtepi32_epi8(v));
+}
+static inline __m512i q_shift16(const int8_t *shift, __mmask16 keep) {
+    return _mm512_cvtepi8_epi32(_mm_maskz_loadu_epi8(keep, shift));
 }
 
-/* One panel's requantization constants, kept in registers while its pixels pass. */
-typedef struct { __m512i start, mul, total_even, total_odd; __mmask16 keep; int o0; } q_panel16;
+/* One panel's constants, kept in registers while its pixels pass. */
+typedef struct { __m512i start; q_requant16 r; __mmask16 keep; int o0; } q_panel16;
 static inline q_panel16 q_panel_constants(const int32_t *bias, const int32_t *wsum, const int32_t *mult,
-                                          const int8_t *shift, int m, int panel) {
+                                          const int8_t *shift, int m, int panel, int zy, int low, int high) {
     q_panel16 q;
     q.o0 = panel * 16;
     const int width = m - q.o0 < 16 ? m - q.o0 : 16;
     q.keep = (__mmask16)((1u << width) - 1u);
     q.start = _mm512_sub_epi32(_mm512_loadu_si512(bias + q.o0), _mm512_loadu_si512(wsum + q.o0));
-    q.mul = _mm512_loadu_si512(mult + q.o0);
-    const __m512i total = _mm512_sub_epi32(_mm512_set1_epi32(31),
-                                           _mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(shift + q.o0))));
-    q.total_even = _mm512_and_si512(total, _mm512_set1_epi64(0xFFFFFFFF));
-    q.total_odd = _mm512_srli_epi64(total, 32);
+    q.r = q_requant_constants(_mm512_loadu_si512(mult + q.o0), q_shift16(shift + q.o0, q.keep), zy, low, high);
     return q;
-}
-static inline __attribute__((always_inline)) void q_store16(int8_t *y, const q_panel16 *q, __m512i acc, __m512i zero_y,
-                                                            __m512i lo, __m512i hi) {
-    __m512i v = _mm512_add_epi32(q_requantize16(acc, q->mul, q->total_even, q->total_odd), zero_y);
-    v = _mm512_min_epi32(_mm512_max_epi32(v, lo), hi);
-    _mm_mask_storeu_epi8(y + q->o0, q->keep, _mm512_cvtepi32_epi8(v));
 }
 /* PIXELS pixels x PANELS panels of 16 output channels (both constants once inlined): up to 8 x 2 = 16
  * accumulators stay in registers across the input channels, and each broadcast input word feeds
@@ -76,8 +86,7 @@ static inline __attribute__((always_inline)) void q_store16(int8_t *y, const q_p
  * blocking, left the multiplier waiting on its own latency). */
 static inline __attribute__((always_inline)) void q_block(const int8_t *x0, int c, int c4, const int8_t *w0,
                                                           const int8_t *w1, const q_panel16 *q0, const q_panel16 *q1,
-                                                          const int pixels, const int panels, int8_t *y, int m,
-                                                          __m512i zero_y, __m512i lo, __m512i hi) {
+                                                          const int pixels, const int panels, int8_t *y, int m) {
     __m512i acc[8][2];
     for (int i = 0; i < pixels; i++) {
         acc[i][0] = q0->start;
@@ -93,8 +102,8 @@ static inline __attribute__((always_inline)) void q_block(const int8_t *x0, int 
         }
     }
     for (int i = 0; i < pixels; i++) {
-        q_store16(y + (long)i * m, q0, acc[i][0], zero_y, lo, hi);
-        if (panels == 2) q_store16(y + (long)i * m, q1, acc[i][1], zero_y, lo, hi);
+        q_requant_store(y + (long)i * m + q0->o0, q0->keep, acc[i][0], &q0->r);
+        if (panels == 2) q_requant_store(y + (long)i * m + q1->o0, q1->keep, acc[i][1], &q1->r);
     }
 }
 #endif
@@ -104,23 +113,22 @@ static inline void q_conv1x1_pixels(const int8_t *x, int pixels, int c, const in
                              int zy, int low, int high) {
     const int c4 = (c + 3) / 4, panels = (m + 15) / 16;
 #ifdef Q_CONV1X1_AVX512
-    const __m512i zero_y = _mm512_set1_epi32(zy), lo = _mm512_set1_epi32(low), hi = _mm512_set1_epi32(high);
     for (int panel = 0; panel < panels; panel += 2) {
         const int8_t *w0 = w + (long)panel * c4 * 64, *w1 = w0 + (long)c4 * 64;
-        const q_panel16 q0 = q_panel_constants(bias, wsum, mult, shift, m, panel);
+        const q_panel16 q0 = q_panel_constants(bias, wsum, mult, shift, m, panel, zy, low, high);
         if (panel + 1 < panels) {
-            const q_panel16 q1 = q_panel_constants(bias, wsum, mult, shift, m, panel + 1);
+            const q_panel16 q1 = q_panel_constants(bias, wsum, mult, shift, m, panel + 1, zy, low, high);
             int p = 0;
             for (; p + 8 <= pixels; p += 8)
-                q_block(x + (long)p * c, c, c4, w0, w1, &q0, &q1, 8, 2, y + (long)p * m, m, zero_y, lo, hi);
+                q_block(x + (long)p * c, c, c4, w0, w1, &q0, &q1, 8, 2, y + (long)p * m, m);
             for (; p < pixels; p++)
-                q_block(x + (long)p * c, c, c4, w0, w1, &q0, &q1, 1, 2, y + (long)p * m, m, zero_y, lo, hi);
+                q_block(x + (long)p * c, c, c4, w0, w1, &q0, &q1, 1, 2, y + (long)p * m, m);
         } else {
             int p = 0;
             for (; p + 8 <= pixels; p += 8)
-                q_block(x + (long)p * c, c, c4, w0, w0, &q0, &q0, 8, 1, y + (long)p * m, m, zero_y, lo, hi);
+                q_block(x + (long)p * c, c, c4, w0, w0, &q0, &q0, 8, 1, y + (long)p * m, m);
             for (; p < pixels; p++)
-                q_block(x + (long)p * c, c, c4, w0, w0, &q0, &q0, 1, 1, y + (long)p * m, m, zero_y, lo, hi);
+                q_block(x + (long)p * c, c, c4, w0, w0, &q0, &q0, 1, 1, y + (long)p * m, m);
         }
     }
 #else
@@ -220,7 +228,6 @@ static inline void q_depthwise_rows(const int8_t *x, int h, int w, int c, const 
      * the zero point is folded into the bias (bias - zx * sum(w)); at the borders the taps that fall
      * outside are skipped and x - zx (an int16 too) is multiplied instead. */
     (void)acc;
-    const __m512i zero_y = _mm512_set1_epi32(zy), lo = _mm512_set1_epi32(low), hi = _mm512_set1_epi32(high);
     const __m512i low16 = _mm512_set1_epi32(0xFFFF), zero_x = _mm512_set1_epi32(zx);
     int inner_lo = (pl + sw - 1) / sw, inner_hi = w - 1 - (kw - 1) * dw + pl; /* columns with every tap inside */
     inner_hi = inner_hi < 0 ? 0 : inner_hi / sw + 1;
@@ -242,11 +249,8 @@ static inline void q_depthwise_rows(const int8_t *x, int h, int w, int c, const 
             taps[t] = _mm512_and_si512(wt, low16);
             bias_inner = _mm512_sub_epi32(bias_inner, _mm512_mullo_epi32(wt, zero_x));
         }
-        const __m512i mul = _mm512_maskz_loadu_epi32(keep, mult + c0);
-        const __m512i total = _mm512_sub_epi32(_mm512_set1_epi32(31),
-                                               _mm512_cvtepi8_epi32(_mm_maskz_loadu_epi8(keep, shift + c0)));
-        const __m512i total_even = _mm512_and_si512(total, _mm512_set1_epi64(0xFFFFFFFF));
-        const __m512i total_odd = _mm512_srli_epi64(total, 32);
+        const q_requant16 r = q_requant_constants(_mm512_maskz_loadu_epi32(keep, mult + c0), q_shift16(shift + c0, keep),
+                                                  zy, low, high);
         for (int oy = oy0; oy < oy1; oy++) {
             const int y0 = oy * sh - pt;
             const int rows_inside = ntaps && y0 >= 0 && y0 + (kh - 1) * dh < h;
@@ -276,9 +280,7 @@ static inline void q_depthwise_rows(const int8_t *x, int h, int w, int c, const 
                         }
                     }
                 }
-                __m512i v = _mm512_add_epi32(q_requantize16(sum, mul, total_even, total_odd), zero_y);
-                v = _mm512_min_epi32(_mm512_max_epi32(v, lo), hi);
-                _mm_mask_storeu_epi8(yrow + (long)ox * c + c0, keep, _mm512_cvtepi32_epi8(v));
+                q_requant_store(yrow + (long)ox * c + c0, keep, sum, &r);
             }
         }
     }
@@ -379,17 +381,15 @@ static inline void q_mul(const int8_t *a, const int8_t *b, int n, int channels, 
     int i = 0;
 #ifdef Q_CONV1X1_AVX512
     if (channels) { /* the SE gate: per pixel, sixteen channels at a time */
-        const __m512i zero_a = _mm512_set1_epi32(za), zero_b = _mm512_set1_epi32(zb), zero_y = _mm512_set1_epi32(zy);
-        const __m512i lo = _mm512_set1_epi32(low), hi = _mm512_set1_epi32(high), mult = _mm512_set1_epi32(m);
-        const __m512i total = _mm512_set1_epi64(31 - s);
+        const __m512i zero_a = _mm512_set1_epi32(za), zero_b = _mm512_set1_epi32(zb), low16 = _mm512_set1_epi32(0xFFFF);
+        const q_requant16 r = q_requant_constants(_mm512_set1_epi32(m), _mm512_set1_epi32(s), zy, low, high);
         for (; i < n; i += channels)
             for (int c0 = 0; c0 < channels; c0 += 16) {
                 const __mmask16 keep = (__mmask16)((1u << (channels - c0 < 16 ? channels - c0 : 16)) - 1u);
+                /* a - za and b - zb are within +-255: int16 products by vpmaddwd, b's upper half zeroed */
                 const __m512i va = _mm512_sub_epi32(_mm512_cvtepi8_epi32(_mm_maskz_loadu_epi8(keep, a + i + c0)), zero_a);
                 const __m512i vb = _mm512_sub_epi32(_mm512_cvtepi8_epi32(_mm_maskz_loadu_epi8(keep, b + c0)), zero_b);
-                __m512i v = _mm512_add_epi32(q_requantize16(_mm512_mullo_epi32(va, vb), mult, total, total), zero_y);
-                v = _mm512_min_epi32(_mm512_max_epi32(v, lo), hi);
-                _mm_mask_storeu_epi8(y + i + c0, keep, _mm512_cvtepi32_epi8(v));
+                q_requant_store(y + i + c0, keep, _mm512_madd_epi16(va, _mm512_and_si512(vb, low16)), &r);
             }
     }
 #endif
