@@ -33,6 +33,31 @@ def machine() -> dict[str, str]:
     return info
 
 
+def c_target(cc: str = "cc") -> str:
+    """The instruction set the generated C is built for here (-O3 -march=native), read from the compiler's
+    target macros as the kernels choose their paths: AVX-512, AVX2, NEON or none."""
+    import subprocess
+
+    try:
+        macros = subprocess.run(
+            [cc, "-O3", "-march=native", "-dM", "-E", "-x", "c", "/dev/null"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+    except (OSError, subprocess.CalledProcessError):
+        return "no C compiler"
+    defined = {line.split()[1] for line in macros.splitlines() if line.startswith("#define ")}
+    if "__AVX512F__" in defined:
+        int8 = "AVX-512 VNNI (vpdpbusd)" if "__AVX512VNNI__" in defined else "plain loops"
+        return f"AVX-512: float 16-float vectors, 12 x 32 1x1 blocks; int8 {int8}"
+    if "__AVX2__" in defined:
+        return "AVX2: float 8-float vectors, 6 x 16 1x1 blocks; int8 plain loops (compiler-vectorised)"
+    if "__ARM_NEON" in defined:
+        return "NEON: float 8-float vectors (two registers), 6 x 16 1x1 blocks; int8 plain loops"
+    return "no vector extension: plain loops"
+
+
 def interleaved(
     fns: dict[str, Callable[[], object]], rounds: int = 7, iters: int = 5, warmup: int = 3
 ) -> dict[str, list[float]]:

@@ -33,9 +33,9 @@ from mobilenets import create_model  # noqa: E402
 from mobilenets.deploy.export import OnnxSession, export_onnx  # noqa: E402
 from mobilenets.runtime import OnnxModel  # noqa: E402
 
-from common import interleaved, machine, paired_ratio, write_results  # noqa: E402
+from common import c_target, interleaved, machine, paired_ratio, write_results  # noqa: E402
 
-NAMES = ("mobilenet_v2_100", "mobilenet_v3_large_100", "mobilenet_v3_small_100")
+NAMES = ("mobilenet_v1_100", "mobilenet_v2_100", "mobilenet_v3_large_100", "mobilenet_v3_small_100")
 
 
 def c_runner(onnx_path: Path, work: Path):
@@ -158,7 +158,7 @@ def main() -> None:
             "runtime",
             "NumPy runner and generated C against ONNX Runtime (1 thread, batch 1)",
             body,
-            machine(),
+            machine() | {"generated C built for": c_target()},
         )
     )
 

@@ -650,9 +650,11 @@ def _scratch_bytes(steps: list, tensors: dict[str, Tensor], name: str) -> int:
     return 0
 
 
-def plan_int8(path: Path, resolution: int | None = None, proto=None) -> tuple[Int8Plan, dict]:
+def plan_int8(
+    path: Path, resolution: int | None = None, proto=None, in_place: bool = True
+) -> tuple[Int8Plan, dict]:
     """Plan a QDQ file's (or its parsed ``proto``'s) integer steps, weights and arena (in bytes); refuses
-    what it cannot run."""
+    what it cannot run. ``in_place=False`` gives every tensor a room of its own (for comparison)."""
     proto = proto or parse_model(Path(path).read_bytes())
     graph = proto.graph
     input_name, input_shape = _input_shape(graph, graph.initializers, resolution)
@@ -673,7 +675,7 @@ def plan_int8(path: Path, resolution: int | None = None, proto=None) -> tuple[In
     # All of them first; then, while the largest scratch belongs to an in-place step, that step goes
     # back to a room of its own if that lowers the total (the 1x1 head of a small network at 1280
     # channels needs a scratch block larger than the room it saves).
-    overwrite = {out for kind, _, out, _ in walk.steps if kind in ("depthwise", "conv1x1")}
+    overwrite = {out for kind, _, out, _ in walk.steps if kind in ("depthwise", "conv1x1") and in_place}
     plan, tensors = _arena(walk, output.name, input_shape, overwrite)
     separate = _arena(walk, output.name, input_shape, set())
     if separate[0].ram_bytes < plan.ram_bytes:
