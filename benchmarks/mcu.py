@@ -6,8 +6,11 @@
    Cortex-M4 image: weights, code and newlib-nano's printf. Each image also runs in QEMU (mps2-an386)
    and must print what the host build prints. Beside them, TensorFlow Lite Micro's person detector.
 2. Host speed, one thread, -O3 -march=native: the int8 C against the float C and ONNX Runtime running the
-   same QDQ file (V2 and V3-Small at 224, 1000 classes), interleaved rounds, median paired ratios.
-   Targets: int8 C at most 0.6x the float C and at most 1.0x ONNX Runtime int8.
+   same QDQ file (V2 and V3-Small at 224, 1000 classes), interleaved rounds in passes spread over
+   minutes, median of the per-pass paired ratios. Targets: int8 C at most 0.6x the float C and at most
+   1.0x ONNX Runtime int8.
+
+    python benchmarks/mcu.py [--passes 5] [--pause 10]
 
 Writes benchmarks/results/mcu.md. Needs cc, make, gcc-arm-none-eabi, libnewlib-arm-none-eabi and
 qemu-system-arm (Debian packages).
@@ -15,10 +18,13 @@ qemu-system-arm (Debian packages).
 
 from __future__ import annotations
 
+import argparse
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
+import time
 from functools import partial
 from pathlib import Path
 
@@ -32,15 +38,7 @@ from mobilenets.codegen.int8plan import plan_int8  # noqa: E402
 from mobilenets.deploy.export import OnnxSession, export_onnx  # noqa: E402
 from mobilenets.deploy.quantize import quantize  # noqa: E402
 
-from common import (  # noqa: E402
-    c_target,
-    interleaved,
-    machine,
-    onnxruntime_version,
-    paired_ratio,
-    ratio_spread,
-    write_results,
-)
+from common import c_target, interleaved, machine, onnxruntime_version, paired_ratio, write_results  # noqa: E402
 
 # (name, arch, resolution, input channels, classes): TFLite Micro's person detector and the issue's table.
 SIZE_MODELS = [
@@ -108,31 +106,59 @@ def size_row(work: Path, label: str, arch: str, resolution: int, channels: int, 
     )
 
 
-def speed_rows(work: Path) -> list[str]:
-    rows = []
+def speed_rows(work: Path, passes: int, pause: float) -> list[str]:
+    """Each model's three runners interleaved, in ``passes`` passes ``pause`` seconds apart (the host
+    switches between a fast and a slow mode every 30-60 s); ratios are the median of the per-pass
+    paired ratios, with their range."""
+    runners, inputs = {}, np.random.default_rng(1).standard_normal((1, 3, 224, 224)).astype(np.float32)
     for arch in SPEED_MODELS:
         fp32, int8 = int8_model(work, arch, 224, 3, 1000)
-        int8_c = build_shared_library(int8, work / f"speed_{arch}_int8")
-        float_c = build_shared_library(fp32, work / f"speed_{arch}_float")
-        ort_int8 = OnnxSession(int8, threads=1)
-        x = np.random.default_rng(1).standard_normal((1, 3, 224, 224)).astype(np.float32)
-        runners = {"int8 C": int8_c, "float C": float_c, "ORT int8": ort_int8}
-        times = interleaved({name: partial(run, x) for name, run in runners.items()}, rounds=7, iters=3)
-        ms = {name: float(np.median(values)) * 1e3 for name, values in times.items()}
-        vs_float = paired_ratio(times["int8 C"], times["float C"])
-        vs_ort = paired_ratio(times["int8 C"], times["ORT int8"])
+        runners[arch] = {
+            "int8 C": build_shared_library(int8, work / f"speed_{arch}_int8"),
+            "float C": build_shared_library(fp32, work / f"speed_{arch}_float"),
+            "ORT int8": OnnxSession(int8, threads=1),
+        }
+    times = {arch: {name: [] for name in RUNNERS} for arch in SPEED_MODELS}
+    ratios = {arch: {"float C": [], "ORT int8": []} for arch in SPEED_MODELS}
+    for index in range(passes):
+        if index:
+            time.sleep(pause)
+        for arch in SPEED_MODELS:
+            measured = interleaved(
+                {n: partial(run, inputs) for n, run in runners[arch].items()}, rounds=7, iters=3
+            )
+            for name, seconds in measured.items():
+                times[arch][name] += seconds
+            for theirs in ratios[arch]:
+                ratios[arch][theirs].append(paired_ratio(measured["int8 C"], measured[theirs]))
+        print(
+            f"pass {index + 1}/{passes}:",
+            {a: {k: f"{v[-1]:.2f}" for k, v in r.items()} for a, r in ratios.items()},
+        )
+    rows = []
+    for arch in SPEED_MODELS:
+        ms = {name: float(np.median(values)) * 1e3 for name, values in times[arch].items()}
+        cells = []
+        for theirs, target in (("float C", 0.6), ("ORT int8", 1.0)):
+            per_pass = ratios[arch][theirs]
+            ratio = statistics.median(per_pass)
+            verdict = "meets" if ratio <= target else "misses"
+            cells.append(f"{ratio:.2f} ({min(per_pass):.2f}-{max(per_pass):.2f}) {verdict}")
         rows.append(
-            f"| {arch} | {ms['int8 C']:.1f} | {ms['float C']:.1f} | {ms['ORT int8']:.1f} | "
-            f"{vs_float:.2f} ({ratio_spread(times['int8 C'], times['float C'])}) "
-            f"{'meets' if vs_float <= 0.6 else 'misses'} | "
-            f"{vs_ort:.2f} ({ratio_spread(times['int8 C'], times['ORT int8'])}) "
-            f"{'meets' if vs_ort <= 1.0 else 'misses'} |"
+            f"| {arch} | {ms['int8 C']:.1f} | {ms['float C']:.1f} | {ms['ORT int8']:.1f} | {cells[0]} | {cells[1]} |"
         )
         print(rows[-1], flush=True)
     return rows
 
 
+RUNNERS = ("int8 C", "float C", "ORT int8")
+
+
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--passes", type=int, default=5, help="speed passes over the models")
+    parser.add_argument("--pause", type=float, default=10.0, help="seconds between speed passes")
+    args = parser.parse_args()
     for tool in ("cc", "make", "arm-none-eabi-gcc", "qemu-system-arm"):
         if shutil.which(tool) is None:
             sys.exit(
@@ -149,7 +175,7 @@ def main() -> None:
         for model in SIZE_MODELS:
             sizes.append(size_row(work, *model))
             print(sizes[-1], flush=True)
-        speeds = speed_rows(work)
+        speeds = speed_rows(work, args.passes, args.pause)
     body = "\n".join(
         [
             "## Sizes on a Cortex-M4 (int8, 8-bit weights, integer-only C)",
@@ -170,7 +196,8 @@ def main() -> None:
             "",
             "## Host speed, one thread (-O3 -march=native), 224x224, batch 1",
             "",
-            "Median ms per image; ratios are medians of per-round ratios (quartiles in brackets).",
+            f"Median ms per image over {args.passes} passes {args.pause:.0f} s apart, each 7 interleaved rounds;",
+            "ratios: the median of the per-pass paired ratios (their range in brackets).",
             "",
             "| model | int8 C | float C | ONNX Runtime int8 | int8 C / float C (target <= 0.6) | "
             "int8 C / ORT int8 (target <= 1.0) |",
