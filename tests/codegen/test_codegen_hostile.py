@@ -223,6 +223,12 @@ def _conv_graph(tmp_path, weight_shape, input_shape=(1, 3, 8, 8), **attributes):
         ((4, 3, 9, 9), (1, 3, 8, 8), {}, "a 9x9 kernel does not fit the 8x8 input"),
         ((4, 3, 3, 3), (1, 3, 8, 8), {"strides": [0, 1]}, "strides must be 2 whole numbers >= 1"),
         ((4, 3, 3, 3), (1, 3, 8, 8), {"pads": [-5, 0, 0, 0]}, "pads must be 4 whole numbers >= 0"),
+        (
+            (4, 3, 3, 3),
+            (1, 3, 8, 8),
+            {"pads": [10**9, 0, 10**9, 0]},
+            r"pads \[1000000000, 0, 1000000000, 0\] make a 2000000006x6 output; at most 16384 a side",
+        ),
         ((4, 3, 3, 3), (1, 3, 8, 8), {"kernel_shape": [5, 5]}, "kernel_shape .5, 5. disagrees"),
         ((4, 3, 3, 3), (1, 3, 8), {}, "needs a 4-D NCHW image input"),
         ((4, 3, 3, 3), (1, 3, 100000, 8), {}, "dimension 2 = 100000 is outside 1..16384"),

@@ -199,6 +199,10 @@ def conv_geometry(a: dict, where: str, x_shape, w_shape) -> tuple[str, dict]:
     wo = (wd + left + right - dw * (kw - 1) - 1) // sw + 1
     if ho < 1 or wo < 1:
         raise CodegenError(f"{where}: a {kh}x{kw} kernel does not fit the {h}x{wd} input")
+    if ho > MAX_SIDE or wo > MAX_SIDE:  # pads from the file: bounded before any plan loops over rows
+        raise CodegenError(
+            f"{where}: pads {[top, left, bottom, right]} make a {ho}x{wo} output; at most {MAX_SIDE} a side"
+        )
     geometry = dict(
         h=h, w=wd, c=c, m=m, kh=kh, kw=kw, sh=sh, sw=sw, dh=dh, dw=dw, pt=top, pl=left, ho=ho, wo=wo
     )
