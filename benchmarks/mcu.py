@@ -51,6 +51,7 @@ SIZE_MODELS = [
     ("V3-Small 0.5", "mobilenet_v3_small_050", 128, 1, 2),
 ]
 SPEED_MODELS = ["mobilenet_v2_100", "mobilenet_v3_small_100"]
+RUNNERS = ("int8 C", "float C", "ORT int8")
 RAM_TARGET, FLASH_TARGET = 64 * 1024, 300 * 1024
 
 
@@ -149,9 +150,6 @@ def speed_rows(work: Path, passes: int, pause: float) -> list[str]:
         )
         print(rows[-1], flush=True)
     return rows
-
-
-RUNNERS = ("int8 C", "float C", "ORT int8")
 
 
 def main() -> None:

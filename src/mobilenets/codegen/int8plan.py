@@ -631,17 +631,16 @@ def _arena(walk: Walk, output: str, input_shape, overwrite: set[str]) -> tuple[I
             or (step[2] in overwrite and (step[0] != "depthwise" or ring_rows(step[3]) is not None))
         ),
     )
-    plan.rows_bytes = max(_scratch_bytes(walk.steps, tensors, out) for _, _, out, _ in walk.steps)
+    plan.rows_bytes = max(_scratch_bytes(step, tensors) for step in walk.steps)
     return plan, tensors
 
 
-def _scratch_bytes(steps: list, tensors: dict[str, Tensor], name: str) -> int:
-    """The scratch rows the step making ``name`` needs: the stem's im2col rows, an in-place step's ring
-    or block, or none."""
-    kind, ins, _, d = next(step for step in steps if step[2] == name)
+def _scratch_bytes(step: tuple, tensors: dict[str, Tensor]) -> int:
+    """The scratch rows a step needs: the stem's im2col rows, an in-place step's ring or block, or none."""
+    kind, ins, out, d = step
     if kind == "conv":
         return d["wo"] * d["kh"] * d["kw"] * d["c"] + ARENA_SLACK
-    if tensors[name].alias != ins[0]:
+    if tensors[out].alias != ins[0]:
         return 0
     if kind == "depthwise":
         return ring_rows(d) * d["wo"] * d["c"] + ARENA_SLACK
@@ -675,19 +674,18 @@ def plan_int8(
     # All of them first; then, while the largest scratch belongs to an in-place step, that step goes
     # back to a room of its own if that lowers the total (the 1x1 head of a small network at 1280
     # channels needs a scratch block larger than the room it saves).
-    overwrite = {out for kind, _, out, _ in walk.steps if kind in ("depthwise", "conv1x1") and in_place}
-    plan, tensors = _arena(walk, output.name, input_shape, overwrite)
-    separate = _arena(walk, output.name, input_shape, set())
-    if separate[0].ram_bytes < plan.ram_bytes:
-        overwrite, (plan, tensors) = set(), separate
-    while overwrite:
-        largest = max(overwrite, key=lambda name: _scratch_bytes(walk.steps, tensors, name))
-        if _scratch_bytes(walk.steps, tensors, largest) < plan.rows_bytes:
-            break
-        trial = _arena(walk, output.name, input_shape, overwrite - {largest})
-        if trial[0].ram_bytes >= plan.ram_bytes:
-            break
-        overwrite, (plan, tensors) = overwrite - {largest}, trial
+    plan, tensors = _arena(walk, output.name, input_shape, set())
+    if in_place:
+        candidates = {step[2]: step for step in walk.steps if step[0] in ("depthwise", "conv1x1")}
+        overwrite = set(candidates)
+        trial = _arena(walk, output.name, input_shape, overwrite)
+        while trial[0].ram_bytes < plan.ram_bytes:
+            plan, tensors = trial
+            largest = max(overwrite, key=lambda name: _scratch_bytes(candidates[name], tensors), default=None)
+            if largest is None or _scratch_bytes(candidates[largest], tensors) < plan.rows_bytes:
+                break
+            overwrite = overwrite - {largest}
+            trial = _arena(walk, output.name, input_shape, overwrite)
     if plan.arena_floats > MAX_ARENA_BYTES:
         raise CodegenError(f"the model needs an activation arena of {plan.arena_floats >> 20} MiB")
     used = {v for _, _, _, d in walk.steps for v in d.values() if isinstance(v, str)}

@@ -135,7 +135,7 @@ void model_run(const float *input, float *logits);
         # end, but the bytes read must exist).
         f"static int8_t A[{plan.arena_floats + ARENA_SLACK}];  /* the activation arena (liveness plan) */",
         f"static int32_t S[{max(plan.scratch_ints, 1)}];  /* one row of per-channel accumulators */",
-        f"static int8_t R[{max(plan.rows_bytes, 1)}];  /* the stem's patches (one output row), in-place depthwise rows */",
+        f"static int8_t R[{max(plan.rows_bytes, 1)}];  /* scratch: the stem's patches, in-place rings and blocks */",
         c_source("kernels_int8.c").split("/* MOBILENETS_KERNELS_BEGIN */", 1)[1],
     ]
     body += [_c_array(symbol, values) for symbol, values in plan.weights]

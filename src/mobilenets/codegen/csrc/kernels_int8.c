@@ -227,18 +227,17 @@ static inline void q_depthwise_rows(const int8_t *x, int h, int w, int c, const 
      * that vpdpwssd of it with the sign-extended input adds x * w in one instruction. Inside the image
      * the zero point is folded into the bias (bias - zx * sum(w)); at the borders the taps that fall
      * outside are skipped and x - zx (an int16 too) is multiplied instead. */
-    (void)acc;
+    if (kh * kw > 49) { /* beyond 7 x 7: the plain loops (no MobileNet has such a depthwise kernel) */
+        q_depthwise_rows_plain(x, h, w, c, wgt, bias, mult, shift, kh, kw, sh, sw, dh, dw, pt, pl, oy0, oy1, wo, dst,
+                               modulo, zx, zy, low, high, acc);
+        return;
+    }
     const __m512i low16 = _mm512_set1_epi32(0xFFFF), zero_x = _mm512_set1_epi32(zx);
     int inner_lo = (pl + sw - 1) / sw, inner_hi = w - 1 - (kw - 1) * dw + pl; /* columns with every tap inside */
     inner_hi = inner_hi < 0 ? 0 : inner_hi / sw + 1;
     if (inner_hi > wo) inner_hi = wo;
     if (inner_lo > inner_hi) inner_lo = inner_hi;
     __m512i taps[49];
-    if (kh * kw > 49) { /* beyond 7 x 7: the plain loops (no MobileNet has such a depthwise kernel) */
-        q_depthwise_rows_plain(x, h, w, c, wgt, bias, mult, shift, kh, kw, sh, sw, dh, dw, pt, pl, oy0, oy1, wo, dst,
-                               modulo, zx, zy, low, high, acc);
-        return;
-    }
     const int ntaps = kh * kw;
     for (int c0 = 0; c0 < c; c0 += 16) {
         const __mmask16 keep = (__mmask16)((1u << (c - c0 < 16 ? c - c0 : 16)) - 1u);
@@ -253,7 +252,7 @@ static inline void q_depthwise_rows(const int8_t *x, int h, int w, int c, const 
                                                   zy, low, high);
         for (int oy = oy0; oy < oy1; oy++) {
             const int y0 = oy * sh - pt;
-            const int rows_inside = ntaps && y0 >= 0 && y0 + (kh - 1) * dh < h;
+            const int rows_inside = y0 >= 0 && y0 + (kh - 1) * dh < h;
             int8_t *yrow = dst + (long)(oy % modulo) * row;
             for (int ox = 0; ox < wo; ox++) {
                 const int x0 = ox * sw - pl;
