@@ -142,7 +142,14 @@ def test_cli_compile_c(small, tmp_path, capsys):
     assert main(["compile-c", str(path), "-o", str(tmp_path / "c")]) == 0
     printed = capsys.readouterr().out
     assert "activation arena" in printed and "6 classes" in printed
-    assert {p.name for p in (tmp_path / "c").iterdir()} == {"model.c", "model.h", "main.c", "Makefile"}
+    assert {p.name for p in (tmp_path / "c").iterdir()} == {
+        "model.c",
+        "model.h",
+        "main.c",
+        "preprocess.h",
+        "web.c",
+        "Makefile",
+    }
 
 
 @pytest.mark.parametrize(

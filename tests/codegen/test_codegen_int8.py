@@ -213,10 +213,10 @@ def test_int8_c_matches_onnxruntime_on_the_demo_validation_images(demo_onnx, tmp
     """Issue 16's bar on a trained model: within one quantization step of ONNX Runtime running the same
     QDQ file on at least 99% of the logits, and the same top-1 on at least 99% of the demo's validation
     images."""
-    from conftest import demo_validation_inputs
-
     from mobilenets.deploy.export import OnnxSession
     from mobilenets.deploy.quantize import quantize
+
+    from conftest import demo_validation_inputs
 
     path = quantize(
         demo_onnx / "model.onnx", tmp_path / "demo.int8.onnx", demo_onnx / "demo-data" / "train"

@@ -128,9 +128,9 @@ def test_fuse_folds_batchnorm_and_keeps_the_outputs():
 
 
 def test_int8_runs_and_keeps_agreement(demo_onnx, tmp_path):
-    from conftest import demo_validation_inputs
-
     from mobilenets.deploy.quantize import quantize
+
+    from conftest import demo_validation_inputs
 
     logits = OnnxSession(demo_onnx / "model.onnx")(demo_validation_inputs(demo_onnx))
     assert logits.std(0).mean() > 0.05  # the model answers each image (agreement means something)

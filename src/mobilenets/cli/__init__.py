@@ -33,6 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
     numbers.add_figures(commands)
     runtime.add_run(commands)
     runtime.add_compile_c(commands)
+    runtime.add_web(commands)
     numbers.add_models(commands)
     return parser
 

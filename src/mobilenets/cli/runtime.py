@@ -96,7 +96,7 @@ def cmd_compile_c(args: argparse.Namespace) -> int:
     )
     kind = "int8, integer only" if generated.int8 else "float"
     print(
-        f"wrote {generated.folder}/model.c, model.h, main.c, Makefile ({kind}): RAM "
+        f"wrote {generated.folder}/model.c, model.h, main.c, preprocess.h, web.c, Makefile ({kind}): RAM "
         f"{generated.ram_bytes / 1024:.1f} KiB (activation arena {generated.arena_bytes / 1024:.1f} KiB), "
         f"weights {generated.weight_bytes / 1024:.1f} KiB, {generated.classes} classes"
     )
@@ -137,3 +137,53 @@ def add_compile_c(commands) -> None:
         help="write into a folder that holds other files (only the generated files are replaced)",
     )
     compile_c.set_defaults(func=cmd_compile_c)
+
+
+def cmd_web(args: argparse.Namespace) -> int:
+    import tempfile
+    from pathlib import Path
+
+    from ..codegen import write_site
+
+    source = Path(args.source)
+    with tempfile.TemporaryDirectory(prefix="mobilenets-web-") as work:
+        if source.suffix == ".onnx" and source.is_file():
+            onnx_path, name = source, source.stem
+        else:  # a run folder, checkpoint or registered model: export first (needs torch and onnx)
+            from ..deploy.export import export_onnx
+
+            name = source.name.removesuffix(".safetensors") or str(args.source)
+            onnx_path = export_onnx(args.source, Path(work) / "model.onnx", resolution=args.resolution).path
+        site = write_site(
+            onnx_path, args.output, resolution=args.resolution, overwrite=args.overwrite, name=name
+        )
+    kind = "int8" if site.int8 else "float32"
+    print(
+        f"wrote {site.folder}/index.html, app.js, model.json, model.wasm ({kind}, {site.classes} classes): "
+        f"model.wasm {site.wasm_bytes / 1024:.0f} KiB, the page downloads {site.page_bytes / 1024:.0f} KiB"
+    )
+    print(f"  serve it: python -m http.server -d {site.folder} 8000, then open http://localhost:8000")
+    return 0
+
+
+def add_web(commands) -> None:
+    web = commands.add_parser(
+        "web",
+        help="a static web page that classifies images with the model as WebAssembly (the generated C)",
+        description="Generate the C, build it for WebAssembly (clang, lld, wasi-libc) and write a static "
+        "page (index.html, app.js, model.wasm, model.json) that classifies a picked image or the camera's "
+        "frames in the browser. Serve the folder with any static file server.",
+    )
+    web.add_argument(
+        "source",
+        metavar="MODEL.onnx|RUN|CKPT|MODEL",
+        help="an ONNX file (float or int8), or what export takes",
+    )
+    web.add_argument("-o", "--output", required=True, metavar="SITE")
+    web.add_argument("--resolution", type=positive_int, help="input size (default: the model's)")
+    web.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="write into a folder that holds other files (only the site's are replaced)",
+    )
+    web.set_defaults(func=cmd_web)

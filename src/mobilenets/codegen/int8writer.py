@@ -176,6 +176,8 @@ void model_run(const float *input, float *logits) {{
         "model.c": "\n".join(body) + "\n",
         "model_io.c": io,
         "main.c": c_source("main.c"),
+        "preprocess.h": c_source("preprocess.h"),
+        "web.c": c_source("web.c"),
         "mcu_main.c": c_source("mcu_main.c"),
         "test_input.h": test,
         "startup.c": c_source("cortex_m/startup.c"),

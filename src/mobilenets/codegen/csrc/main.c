@@ -4,6 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include "model.h"
+#include "preprocess.h"
 
 static float input[MODEL_INPUT_CHANNELS * MODEL_INPUT_HEIGHT * MODEL_INPUT_WIDTH];
 static float logits[MODEL_CLASSES];
@@ -23,7 +24,7 @@ static int read_token(FILE *f) {
     return value;
 }
 
-/* Resize the shorter side to MODEL_RESIZE (area-averaging bilinear), centre-crop, normalise, NCHW. */
+/* A binary PPM's pixels, resized, cropped and normalised into input (preprocess.h). */
 static int load_ppm(const char *path) {
     FILE *f = fopen(path, "rb");
     if (!f) { fprintf(stderr, "%s: cannot open\n", path); return 1; }
@@ -35,37 +36,7 @@ static int load_ppm(const char *path) {
     unsigned char *pixels = (unsigned char *)malloc((size_t)w * h * 3);
     if (!pixels || fread(pixels, 3, (size_t)w * h, f) != (size_t)w * h) { fprintf(stderr, "%s: truncated\n", path); free(pixels); fclose(f); return 1; }
     fclose(f);
-    const double scale = (double)MODEL_RESIZE / (w < h ? w : h);
-    int rw = (int)(w * scale + 0.5), rh = (int)(h * scale + 0.5);
-    if (rw < MODEL_INPUT_WIDTH) rw = MODEL_INPUT_WIDTH;
-    if (rh < MODEL_INPUT_HEIGHT) rh = MODEL_INPUT_HEIGHT;
-    const int left = (rw - MODEL_INPUT_WIDTH) / 2, top = (rh - MODEL_INPUT_HEIGHT) / 2;
-    const double sx = (double)w / rw, sy = (double)h / rh;
-    const double support_x = sx > 1 ? sx : 1, support_y = sy > 1 ? sy : 1;
-    for (int oy = 0; oy < MODEL_INPUT_HEIGHT; oy++)
-        for (int ox = 0; ox < MODEL_INPUT_WIDTH; ox++) {
-            const double cy = (oy + top + 0.5) * sy - 0.5, cx = (ox + left + 0.5) * sx - 0.5;
-            double acc[3] = {0, 0, 0}, total = 0;
-            for (int iy = (int)floor(cy - support_y); iy <= (int)ceil(cy + support_y); iy++) {
-                const double wy = 1 - fabs(iy - cy) / support_y;
-                if (wy <= 0) continue;
-                const int y = iy < 0 ? 0 : (iy >= h ? h - 1 : iy);
-                for (int ix = (int)floor(cx - support_x); ix <= (int)ceil(cx + support_x); ix++) {
-                    const double wx = 1 - fabs(ix - cx) / support_x;
-                    if (wx <= 0) continue;
-                    const int x = ix < 0 ? 0 : (ix >= w ? w - 1 : ix);
-                    const unsigned char *p = pixels + ((size_t)y * w + x) * 3;
-                    for (int c = 0; c < 3; c++) acc[c] += wy * wx * p[c] * (255.0 / maxval);
-                    total += wy * wx;
-                }
-            }
-#if MODEL_INPUT_CHANNELS == 1 /* grayscale models: ITU-R 601 luma, as PIL's "L" and torchvision's Grayscale */
-            acc[0] = 0.299 * acc[0] + 0.587 * acc[1] + 0.114 * acc[2];
-#endif
-            for (int c = 0; c < MODEL_INPUT_CHANNELS; c++)
-                input[(c * MODEL_INPUT_HEIGHT + oy) * MODEL_INPUT_WIDTH + ox] =
-                    (float)((acc[c % 3] / total / 255.0 - model_mean[c]) / model_std[c]);
-        }
+    model_preprocess(pixels, w, h, 3, maxval, input);
     free(pixels);
     return 0;
 }
