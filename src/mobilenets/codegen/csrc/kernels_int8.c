@@ -111,6 +111,11 @@ static inline __attribute__((always_inline)) void q_block(const int8_t *x0, int 
         if (panels == 2) q_requant_store(y + (long)i * m + q1->o0, q1->keep, acc[i][1], &q1->r);
     }
 }
+#elif defined(__wasm_simd128__) && !defined(MOBILENETS_NO_VECTOR_EXTENSIONS)
+/* WebAssembly SIMD128 (the web page's build): x and the weights widened to int16 and multiplied by
+ * i32x4.dot_i16x8_s, which adds pairs: each 32-bit lane gathers two of an output channel's four inputs. */
+#include <wasm_simd128.h>
+#define Q_CONV1X1_WASM 1
 #endif
 
 static inline void q_conv1x1_pixels(const int8_t *x, int pixels, int c, const int8_t *w, const int32_t *bias,
@@ -134,6 +139,44 @@ static inline void q_conv1x1_pixels(const int8_t *x, int pixels, int c, const in
                 q_block(x + (long)p * c, c, c4, w0, w0, &q0, &q0, 8, 1, y + (long)p * m, m);
             for (; p < pixels; p++)
                 q_block(x + (long)p * c, c, c4, w0, w0, &q0, &q0, 1, 1, y + (long)p * m, m);
+        }
+    }
+#elif defined(Q_CONV1X1_WASM)
+    (void)wsum;
+    for (int p = 0; p < pixels; p += 2) {
+        const int two = p + 1 < pixels; /* two pixels share each widened weight vector */
+        const int8_t *xp = x + (long)p * c, *xq = two ? xp + c : xp;
+        for (int panel = 0; panel < panels; panel++) {
+            const int8_t *wp = w + (long)panel * c4 * 64;
+            v128_t acc[16];
+            for (int j = 0; j < 16; j++) acc[j] = wasm_i32x4_splat(0);
+            for (int k = 0; k < c4; k++, wp += 64) {
+                /* x[4k..4k+3] as int16 twice; each weight vector: 4 output channels x 4 inputs */
+                const v128_t xk = wasm_i16x8_extend_low_i8x16(wasm_v128_load32_splat(xp + 4 * k));
+                const v128_t xl = wasm_i16x8_extend_low_i8x16(wasm_v128_load32_splat(xq + 4 * k));
+                for (int j = 0; j < 4; j++) {
+                    const v128_t wj = wasm_v128_load(wp + 16 * j);
+                    const v128_t lo = wasm_i16x8_extend_low_i8x16(wj), hi = wasm_i16x8_extend_high_i8x16(wj);
+                    acc[2 * j] = wasm_i32x4_add(acc[2 * j], wasm_i32x4_dot_i16x8(xk, lo));
+                    acc[2 * j + 1] = wasm_i32x4_add(acc[2 * j + 1], wasm_i32x4_dot_i16x8(xk, hi));
+                    acc[8 + 2 * j] = wasm_i32x4_add(acc[8 + 2 * j], wasm_i32x4_dot_i16x8(xl, lo));
+                    acc[9 + 2 * j] = wasm_i32x4_add(acc[9 + 2 * j], wasm_i32x4_dot_i16x8(xl, hi));
+                }
+            }
+            const int width = m - panel * 16 < 16 ? m - panel * 16 : 16;
+            for (int q = 0; q <= two; q++) {
+                /* each accumulator holds two output channels' two half sums: add the halves */
+                int32_t sums[16];
+                for (int j = 0; j < 4; j++) {
+                    const v128_t a = acc[8 * q + 2 * j], b = acc[8 * q + 2 * j + 1];
+                    wasm_v128_store(sums + 4 * j, wasm_i32x4_add(wasm_i32x4_shuffle(a, b, 0, 2, 4, 6), wasm_i32x4_shuffle(a, b, 1, 3, 5, 7)));
+                }
+                int8_t *yp = y + (long)(p + q) * m;
+                for (int j = 0; j < width; j++) {
+                    const int o = panel * 16 + j;
+                    yp[o] = q_clamp(zy + q_requantize(bias[o] + sums[j], mult[o], shift[o]), low, high);
+                }
+            }
         }
     }
 #else
