@@ -25,6 +25,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/segment.py
 	$(BIN)/python benchmarks/detect.py
 	$(BIN)/python benchmarks/mcu.py
+	$(BIN)/python benchmarks/web.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks

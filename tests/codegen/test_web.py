@@ -39,7 +39,10 @@ def browser():
 
     options = webdriver.ChromeOptions()
     options.binary_location = shutil.which("chromium")
-    for argument in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu"):
+    arguments = ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu")
+    # Chromium's synthetic camera (a moving test pattern), granted without asking: the camera path runs.
+    camera = ("--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream")
+    for argument in arguments + camera:
         options.add_argument(argument)
     driver = webdriver.Chrome(options=options, service=Service(shutil.which("chromedriver")))
     driver.set_script_timeout(TIMEOUT_S)
@@ -187,6 +190,36 @@ def test_the_page_shows_the_native_builds_top5(kind, models, tmp_path, wasm_tool
         "fetch('model.wasm').then(r => r.arrayBuffer()).then(b => done(WebAssembly.Module.imports(new WebAssembly.Module(b))));"
     )
     assert imports == []  # no runtime, no WASI calls: the module stands alone
+    fetched = browser.execute_script("return performance.getEntriesByType('resource').map(e => e.name)")
+    assert {name.rsplit("/", 1)[1] for name in fetched} >= {"app.js", "model.json", "model.wasm"}
+    assert all(name.startswith(browser.current_url) or name.startswith("blob:") for name in fetched), fetched
+
+
+def test_the_page_classifies_the_cameras_frames(float_site, browser, serve):
+    """Chromium's synthetic camera: frames are classified until the user stops the camera."""
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    open_page(browser, serve(float_site.folder))
+    browser.find_element("id", "camera-start").click()
+    WebDriverWait(browser, TIMEOUT_S).until(lambda d: len(d.find_elements("css selector", "#top5 li")) == 5)
+    assert browser.find_element("id", "status").text == "Classifying the camera's frames"
+    assert browser.find_element("id", "camera").is_displayed()
+    browser.find_element("id", "camera-stop").click()
+    assert browser.find_element("id", "status").text == "Camera stopped"
+    assert not browser.find_element("id", "camera").is_displayed()
+
+
+def test_web_takes_a_run_folder(demo_onnx, tmp_path, capsys, wasm_toolchain, browser, serve):
+    """`mobilenets web RUN`: the run's best checkpoint is exported, compiled and put in a page named after
+    the run, with the run's class names."""
+    assert main(["web", str(demo_onnx), "-o", str(tmp_path / "site")]) == 0
+    assert "the page downloads" in capsys.readouterr().out
+    info = json.loads((tmp_path / "site" / "model.json").read_text())
+    assert info["name"] == demo_onnx.name and len(info["labels"]) == 6 and info["labels"] != list("012345")
+    open_page(browser, serve(tmp_path / "site"))
+    assert browser.title == demo_onnx.name
+    png = sorted((demo_onnx / "demo-data" / "val").rglob("*.jpg"))[0]
+    assert len(page_top5(browser, png)) == 5
 
 
 def test_a_file_that_is_not_an_image_gets_a_message(float_site, tmp_path, browser, serve):
@@ -199,6 +232,7 @@ def test_a_file_that_is_not_an_image_gets_a_message(float_site, tmp_path, browse
     status = browser.find_element("id", "status")
     assert status.text == "notes.png is not an image this browser can read (PNG, JPEG, GIF, WebP, BMP...)."
     assert "error" in status.get_attribute("class")
+    assert not browser.find_element("id", "preview").is_displayed()  # nor the last image
 
 
 def test_labels_from_the_file_are_shown_as_text(models, tmp_path, wasm_toolchain, browser, serve):
