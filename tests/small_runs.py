@@ -148,3 +148,18 @@ def person_detector_int8(folder: Path) -> Path:
     """TFLite Micro's person-detection shape: MobileNet V1 0.25, 96x96 grayscale, 2 classes. Returns the
     int8 QDQ file's path."""
     return random_int8_classifier(folder, "mobilenet_v1_025", 96, 1, ["no person", "person"])
+
+
+def unsupported_op_onnx(path: Path) -> Path:
+    """A valid ONNX file the C generator cannot take: one LRN node named 'norm1' (1x3x8x8)."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph(
+        [helper.make_node("LRN", ["x"], ["y"], name="norm1", size=3)],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3, 8, 8])],
+    )
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)]), str(path))
+    return path

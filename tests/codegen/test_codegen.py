@@ -119,18 +119,10 @@ def _compile(source: str, include: list[str], flags: list[str], tmp_path) -> Non
 
 
 def test_unsupported_ops_name_the_node(tmp_path):
-    onnx = pytest.importorskip("onnx")
-    from onnx import TensorProto, helper
+    pytest.importorskip("onnx")
+    from small_runs import unsupported_op_onnx
 
-    graph = helper.make_graph(
-        [helper.make_node("LRN", ["x"], ["y"], name="norm1", size=3)],
-        "g",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3, 8, 8])],
-    )
-    onnx.save(
-        helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)]), str(tmp_path / "lrn.onnx")
-    )
+    unsupported_op_onnx(tmp_path / "lrn.onnx")
     with pytest.raises(
         CodegenError, match=r"node 'norm1' \(LRN\): op LRN is not supported by the C generator"
     ):

@@ -17,7 +17,7 @@ from mobilenets.cli import main
 from mobilenets.codegen import CodegenError, build, generate, write_site
 
 from conftest import TOOL_PACKAGES, _require_tools
-from small_runs import calibration_images, shapes_classifier_onnx
+from small_runs import calibration_images, shapes_classifier_onnx, unsupported_op_onnx
 
 WASM_TOOL_PACKAGES = {**TOOL_PACKAGES, "clang": "clang wasi-libc libclang-rt-dev-wasm32", "wasm-ld": "lld"}
 BROWSER_TOOL_PACKAGES = {"chromium": "chromium", "chromedriver": "chromium-driver"}
@@ -262,18 +262,8 @@ def test_labels_from_the_file_are_shown_as_text(models, tmp_path, wasm_toolchain
 
 def test_a_model_the_generator_cannot_compile_writes_no_page(tmp_path, capsys):
     """The reason comes before any file of the site: nothing is written."""
-    onnx = pytest.importorskip("onnx")
-    from onnx import TensorProto, helper
-
-    graph = helper.make_graph(
-        [helper.make_node("LRN", ["x"], ["y"], name="norm1", size=3)],
-        "g",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3, 8, 8])],
-    )
-    onnx.save(
-        helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)]), str(tmp_path / "lrn.onnx")
-    )
+    pytest.importorskip("onnx")
+    unsupported_op_onnx(tmp_path / "lrn.onnx")
     (tmp_path / "junk.onnx").write_bytes(b"\x08\x07" + b"\xff" * 40)
     for name, reason in (
         ("lrn.onnx", "node 'norm1' (LRN): op LRN is not supported by the C generator"),

@@ -30,7 +30,7 @@ from pathlib import Path
 from ..runtime import metadata
 from ..runtime.protobuf import parse_model
 from .plan import CodegenError
-from .writer import generate
+from .writer import check_folder, generate
 
 PAGE_FILES = ("index.html", "app.js")
 SITE_FILES = (*PAGE_FILES, "model.wasm", "model.json")
@@ -48,25 +48,8 @@ class Site:
 
 
 def check_site_folder(out: Path, overwrite: bool = False) -> None:
-    """Refuse a folder that holds anything but an earlier ``mobilenets web`` output, unless ``overwrite``
-    (even then only the site's four files are replaced)."""
-    if not out.exists():
-        return
-    if not out.is_dir():
-        raise CodegenError(f"{out} exists and is not a folder")
-    entries = sorted(p.name for p in out.iterdir())
-    if not entries or overwrite:
-        return
-    page = out / "index.html"
-    ours = page.is_file() and page.read_text(errors="replace").startswith(PAGE_BANNER)
-    foreign = [name for name in entries if name not in SITE_FILES]
-    if not ours or foreign:
-        shown = ", ".join((foreign or entries)[:5]) + (" ..." if len(foreign or entries) > 5 else "")
-        raise CodegenError(
-            f"{out} is not empty and was not written by mobilenets web (it holds {shown}): choose a new "
-            "folder, or pass --overwrite to replace the site's files there (index.html, app.js, "
-            "model.wasm, model.json)"
-        )
+    """The site's folder: new, empty or an earlier ``mobilenets web`` output (see :func:`.writer.check_folder`)."""
+    check_folder(out, overwrite, "index.html", PAGE_BANNER, SITE_FILES, "mobilenets web")
 
 
 def build_wasm(folder: Path, cc: str | None = None) -> Path:
