@@ -25,6 +25,8 @@ ALLOWED: dict[str, set[str]] = {
     "deploy": {"nn", "weights", "data", "numbers", "runtime"},
     "runtime": set(),
     "codegen": {"runtime"},
+    # Measures the published grid on a backend (deploy's runners, codegen's C) against the papers' numbers.
+    "search": {"nn", "weights", "data", "numbers", "training", "deploy", "runtime", "codegen"},
 }
 TOP_LEVEL = {"__init__", "__main__", "cli"}  # the public API and the command line: may import every part
 NUMPY_ONLY = {"runtime", "codegen"}  # deployable without PyTorch or ONNX

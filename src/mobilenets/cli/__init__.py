@@ -12,7 +12,7 @@ import contextlib
 import os
 import sys
 
-from . import deploy, numbers, runtime, training, weights
+from . import deploy, numbers, runtime, search, training, weights
 
 # Import names whose pip package is named otherwise.
 PIP_NAMES = {"PIL": "pillow", "yaml": "pyyaml", "cv2": "opencv-python", "sklearn": "scikit-learn"}
@@ -30,6 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
     deploy.add_export(commands)
     deploy.add_quantize(commands)
     deploy.add_bench(commands)
+    search.add_latency(commands)
     numbers.add_figures(commands)
     runtime.add_run(commands)
     runtime.add_compile_c(commands)

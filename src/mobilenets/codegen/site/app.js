@@ -66,13 +66,14 @@ function makeClassifier({ info, wasm }) {
   return { classifyPixels, runInput, info };
 }
 
+const canvas = document.createElement("canvas"); // one for every image and frame
+const context = canvas.getContext("2d", { willReadFrequently: true });
+
 function pixelsOf(source, width, height) {
   const scale = Math.min(1, Math.sqrt(MAX_PIXELS / (width * height)));
   const w = Math.max(1, Math.round(width * scale)), h = Math.max(1, Math.round(height * scale));
-  const canvas = document.createElement("canvas");
-  canvas.width = w;
+  canvas.width = w; // also clears it
   canvas.height = h;
-  const context = canvas.getContext("2d", { willReadFrequently: true });
   context.drawImage(source, 0, 0, w, h);
   return { rgba: context.getImageData(0, 0, w, h).data, width: w, height: h };
 }
