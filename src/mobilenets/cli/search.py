@@ -94,7 +94,12 @@ def add_latency(commands) -> None:
         "V2 paper's performance figure, with latency measured here) and latency.json.",
     )
     latency.add_argument("--backend", choices=BACKENDS, default="onnxruntime")
-    latency.add_argument("--threads", type=positive_int, default=1)
+    latency.add_argument(
+        "--threads",
+        type=positive_int,
+        default=1,
+        help="intra-op threads (numpy: its BLAS takes OMP_NUM_THREADS / OPENBLAS_NUM_THREADS instead)",
+    )
     latency.add_argument("--batch", type=positive_int, default=1)
     latency.add_argument("--budget-ms", type=_budget, help="name the most accurate variant that fits")
     latency.add_argument("--families", nargs="+", metavar="FAMILY", help="only these (mobilenet_v2 ...)")

@@ -73,6 +73,8 @@ def cache_key(backend: str, threads: int, batch: int) -> dict:
         key[backend] = info.get(backend, "not installed")
     if backend == "c":
         key["cc"] = _compiler_version()
+    if backend == "numpy":  # NumPy's BLAS takes its threads from the environment, read when NumPy loads
+        key["blas threads"] = {k: os.environ.get(k) for k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS")}
     return key
 
 
