@@ -31,11 +31,12 @@ def _budget(text: str) -> float:
 
 def cmd_latency(args: argparse.Namespace) -> int:
     import json
+    import time
     from pathlib import Path
 
     from ..search import measure_grid, published_grid, within_budget
     from ..search.front import latency_figure, latency_table
-    from ..search.latency import measurements_json
+    from ..search.latency import cache_key, measurements_json
 
     points = published_grid(args.families, args.models, args.resolutions)
     out = Path(args.out)
@@ -56,9 +57,14 @@ def cmd_latency(args: argparse.Namespace) -> int:
     )
     setting = f"{args.backend}, {args.threads} thread{'s' if args.threads > 1 else ''}, batch {args.batch}"
     table = latency_table(measurements)
+    machine = "\n".join(f"- {k}: {v}" for k, v in cache_key(args.backend, args.threads, args.batch).items())
     out.mkdir(parents=True, exist_ok=True)
     report.write_text(
-        f"{RESULT_BANNER} -->\n# Published top-1 against latency measured here ({setting})\n\n{table}\n"
+        f"{RESULT_BANNER} -->\n# Published top-1 against latency measured here ({setting})\n\n{machine}\n"
+        f"- date: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}\n\n"
+        f"Each latency: the median of {args.rounds} interleaved rounds' medians (`mobilenets latency`); "
+        "top-1 as the papers publish it.\n\n![top-1 against latency](latency.png)\n\n"
+        f"{table}\n"
     )
     (out / "latency.json").write_text(
         json.dumps({"setting": setting, "points": measurements_json(measurements)}, indent=1)
