@@ -143,6 +143,36 @@ def test_cli_writes_the_table_and_figure_and_names_the_best_within_budget(tmp_pa
     assert main([*command, "--out", str(tmp_path / "mine"), "--quiet"]) == 2
     assert "was not written by mobilenets latency" in capsys.readouterr().err
     assert (tmp_path / "mine" / "latency.md").read_text() == "my notes"
+    (tmp_path / "plots").mkdir()
+    (tmp_path / "plots" / "latency.png").write_bytes(b"my plot")
+    assert main([*command, "--out", str(tmp_path / "plots"), "--quiet"]) == 2
+    assert "latency.png exists and was not written by mobilenets latency" in capsys.readouterr().err
+    assert (tmp_path / "plots" / "latency.png").read_bytes() == b"my plot"
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [
+        b'{"key": ',  # truncated
+        b"[1, 2]",
+        b'{"key": KEY, "points": {"mobilenet_v2_035@96": 5}}',
+        b'{"key": KEY, "points": {"mobilenet_v2_035@96": {"median_ms": "1.5", "rounds": 5}}}',
+        b'{"key": KEY, "points": {"mobilenet_v2_035@96": {"median_ms": -1, "rounds": 5}}}',
+        b'{"key": KEY, "points": []}',
+    ],
+)
+def test_a_damaged_cache_is_measured_again_not_trusted(damage, tmp_path):
+    key = latency_module.cache_key("onnxruntime", 1, 1)
+    cache = latency_module.LatencyCache(tmp_path, key)
+    good = Measurement("mobilenet_v2_035", 96, 45.5, "test", 1.5, 5)
+    cache.put([good])
+    assert (
+        latency_module.LatencyCache(tmp_path, key).get(GridPoint("mobilenet_v2_035", 96, 45.5, "test"), 5)
+        == good
+    )
+    cache.path.write_bytes(damage.replace(b"KEY", json.dumps(key).encode()))
+    reread = latency_module.LatencyCache(tmp_path, key)
+    assert reread.get(GridPoint("mobilenet_v2_035", 96, 45.5, "test")) is None
 
 
 def test_what_a_backend_cannot_do_is_named(capsys):

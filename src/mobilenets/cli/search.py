@@ -7,6 +7,7 @@ import argparse
 from .arguments import positive_int
 
 RESULT_BANNER = "<!-- Written by mobilenets latency"
+RESULT_FILES = ("latency.md", "latency.png", "latency.json")
 
 
 def _ints(text: str) -> list[int]:
@@ -42,9 +43,11 @@ def cmd_latency(args: argparse.Namespace) -> int:
     points = published_grid(args.families, args.models, args.resolutions)
     out = Path(args.out)
     report = out / "latency.md"
-    if report.exists() and not report.read_text(errors="replace").startswith(RESULT_BANNER):
+    ours = report.is_file() and report.read_text(errors="replace").startswith(RESULT_BANNER)
+    taken = [name for name in RESULT_FILES if (out / name).exists()]
+    if taken and not ours:  # a user's latency.png beside no report of ours is theirs too
         raise FileExistsError(
-            f"{report} exists and was not written by mobilenets latency: choose another --out"
+            f"{out / taken[0]} exists and was not written by mobilenets latency: choose another --out"
         )
     measurements = measure_grid(
         points,

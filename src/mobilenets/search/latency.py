@@ -21,7 +21,6 @@ import os
 import platform
 import statistics
 import tempfile
-import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -89,6 +88,17 @@ def _compiler_version() -> str:
         return compiler
 
 
+def _valid(entry) -> bool:
+    """A cache entry as put() writes it: a positive latency and a round count."""
+    return (
+        isinstance(entry, dict)
+        and isinstance(entry.get("median_ms"), (int, float))
+        and not isinstance(entry.get("rounds"), bool)
+        and isinstance(entry.get("rounds"), int)
+        and entry["median_ms"] > 0
+    )
+
+
 class LatencyCache:
     """One JSON file per cache key: {"key": {...}, "points": {"model@resolution": {...}}}."""
 
@@ -101,8 +111,8 @@ class LatencyCache:
             try:
                 stored = json.loads(self.path.read_text())
                 if stored.get("key") == key:
-                    self.points = dict(stored.get("points", {}))
-            except (ValueError, AttributeError):
+                    self.points = {k: v for k, v in stored["points"].items() if _valid(v)}
+            except (ValueError, AttributeError, KeyError, TypeError):
                 pass  # a damaged cache is measured again, not trusted
 
     @property
@@ -136,8 +146,6 @@ def make_runner(
     are made once into ``exports`` and reused."""
     from ..nn.registry import build_model
 
-    if backend not in BACKENDS:
-        raise ValueError(f"unknown backend {backend!r}; choose from {', '.join(BACKENDS)}")
     if backend == "torch":
         from ..deploy.bench import Runner
 
@@ -181,8 +189,9 @@ def check_backend(backend: str, threads: int, batch: int) -> None:
         )
     if backend in PACKAGES:
         __import__(PACKAGES[backend])
-    if backend == "onnxruntime":
-        __import__("onnx")  # the export
+    if backend != "torch":  # the others run an ONNX export, which ONNX Runtime checks
+        __import__("onnx")
+        __import__("onnxruntime")
 
 
 def measure_grid(
@@ -202,6 +211,8 @@ def measure_grid(
     built, warmed up and timed in ``rounds`` interleaved rounds of ``runs`` calls (see the module
     docstring). Returned in the points' order."""
     from tqdm import tqdm
+
+    from ..deploy.bench import time_function
 
     check_backend(backend, threads, batch)
     if backend == "torch":
@@ -224,11 +235,7 @@ def measure_grid(
                 range(rounds), desc=f"measuring {len(missing)} networks", disable=not progress, unit="round"
             ):
                 for point in missing if r % 2 == 0 else reversed(missing):
-                    run, times = runners[point.label], []
-                    for _ in range(runs):
-                        started = time.perf_counter()
-                        run()
-                        times.append(time.perf_counter() - started)
+                    times = time_function(runners[point.label], warmup=0, min_runs=runs, min_seconds=0)
                     per_round[point.label].append(statistics.median(times) * 1e3)
                 cache.put(
                     [
